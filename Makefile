@@ -1,0 +1,32 @@
+# fastingress: the two commands a fresh machine needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test lint unit integration e2e demo bench-table clean docs-config
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check fastingress workers tests loadtest
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(PY) -m pytest -q tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+demo: $(STAMP)
+	$(VENV)/bin/fastingress demo
+
+bench-table: $(STAMP)
+	$(PY) -m loadtest.bench_table
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,44 @@
+"""A pure, typed view of only the Kubernetes fields fastingress uses.
+
+`objects` holds the frozen Structs, `convert` turns raw API dicts into them (validating like the API
+server, invalid input becomes a `Problem`), `store` keeps the current objects and answers whether a
+change is relevant. No I/O, no clocks, no numpy, no kubernetes client here.
+"""
+
+from fastingress.model.objects import (
+    Backend,
+    Endpoint,
+    EndpointPort,
+    EndpointSlice,
+    Ingress,
+    IngressClass,
+    IngressPath,
+    IngressRule,
+    IngressTLS,
+    Kind,
+    ObjectKey,
+    Service,
+    ServicePort,
+    Snapshot,
+    TLSSecret,
+)
+from fastingress.model.problems import Problem
+
+__all__ = [
+    "Backend",
+    "Endpoint",
+    "EndpointPort",
+    "EndpointSlice",
+    "Ingress",
+    "IngressClass",
+    "IngressPath",
+    "IngressRule",
+    "IngressTLS",
+    "Kind",
+    "ObjectKey",
+    "Problem",
+    "Service",
+    "ServicePort",
+    "Snapshot",
+    "TLSSecret",
+]
