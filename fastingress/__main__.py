@@ -1,0 +1,5 @@
+"""`python -m fastingress` is the `fastingress` command."""
+
+from fastingress.cli import main
+
+main()
