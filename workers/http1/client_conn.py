@@ -1,0 +1,183 @@
+"""The upstream (backend-facing) HTTP/1.1 core: response bytes in, response events out.
+
+Theory of operation: the adapter calls `expect(method)` when it has sent a request, then `feed` with
+what the backend sends. Callbacks record a `ResponseHead`, body chunks and the message end as
+(EV_*, payload) pairs, like ServerConn. The framing decisions httptools cannot make are ours
+(http1-hardening items 18-20): a HEAD response ends at its head; a 1xx with a body is refused; a
+response without Content-Length or chunked ends at EOF (`eof()`); EOF inside a delimited body is a
+truncation; bytes arriving when no response is expected poison the connection. `reusable` says
+whether the connection may go back to the pool.
+
+Must not: do I/O, read clocks or log.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from workers.http1.errors import RemoteProtocolError
+from workers.http1.limits import Limits
+from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE, HOP_BY_HOP
+
+_CL = b"content-length"
+_TE = b"transfer-encoding"
+_CONNECTION = b"connection"
+
+
+class ResponseHead:
+    """A backend response head, with hop-by-hop fields already removed from `fields`."""
+
+    __slots__ = ("chunked", "connection_tokens", "content_length", "fields", "keep_alive", "reason", "status",
+                 "upgrade", "version")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.version = b"1.1"
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.content_length = -1
+        self.chunked = False
+        self.keep_alive = True
+        self.upgrade = b""
+        self.connection_tokens: tuple[bytes, ...] = ()
+
+
+class _HeadComplete(Exception):
+    """Raised from on_headers_complete to stop parsing a HEAD response at its head (item 19)."""
+
+
+class ClientConn:
+    """Parses responses from one backend connection."""
+
+    __slots__ = ("_head", "_head_bytes", "_head_request", "_parser", "_reason", "body_received", "complete",
+                 "events", "expecting", "in_message", "limits", "reusable")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._parser = httptools.HttpResponseParser(self)
+        self.events: list[tuple[int, object]] = []
+        self.expecting = False  # a request is outstanding
+        self.reusable = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._head: ResponseHead | None = None
+        self._reason = b""
+        self._head_bytes = 0
+        self.in_message = False
+        self.complete = False
+        self.body_received = 0
+
+    def expect(self, method: bytes) -> None:
+        """A request was sent; its response comes next."""
+        self._reset()
+        self.expecting = True
+        self.reusable = False
+        self._head_request = method == b"HEAD"
+
+    # --- input ---
+    def feed(self, data: bytes) -> tuple[list[tuple[int, object]], RemoteProtocolError | None]:
+        events, error = self._feed(data)
+        if error is not None:
+            self.reusable = False
+        return events, error
+
+    def _feed(self, data: bytes) -> tuple[list[tuple[int, object]], RemoteProtocolError | None]:
+        events = self.events = []
+        if not self.in_message and self._head is None:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            events.append((EV_UPGRADE, data[int(exc.args[0]):]))
+        except httptools.HttpParserCallbackError as exc:
+            inner = exc.__context__
+            if isinstance(inner, _HeadComplete):
+                self._finish(reusable=False)  # never reuse after HEAD: the parser stopped mid-stream
+            elif isinstance(inner, RemoteProtocolError):
+                return events, inner
+            else:
+                return events, RemoteProtocolError(f"bad response: {exc}", 502)
+        except httptools.HttpParserError as exc:
+            return events, RemoteProtocolError(f"bad response: {exc}", 502)
+        if self._head is None and self.in_message and self._head_bytes > self.limits.response_head_bytes:
+            return events, RemoteProtocolError("response head too large", 502)
+        return events, None
+
+    def eof(self) -> tuple[list[tuple[int, object]], RemoteProtocolError | None]:
+        """The backend closed: completes a close-delimited body, else it is a truncation (or idle close)."""
+        events = self.events = []
+        head = self._head
+        if head is not None and not self.complete and head.content_length < 0 and not head.chunked:
+            self._finish(reusable=False)
+            return events, None
+        if self.in_message or (self.expecting and not self.complete):
+            return events, RemoteProtocolError("backend closed the connection mid-response", 502)
+        return events, None
+
+    # --- httptools callbacks ---
+    def on_message_begin(self) -> None:
+        if not self.expecting:
+            raise RemoteProtocolError("backend sent bytes with no request outstanding", 502)
+        self.in_message = True
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if head is None:
+            head = self._head = ResponseHead()
+        if len(head.fields) >= self.limits.header_count:
+            raise RemoteProtocolError("too many response header fields", 502)
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname == _CL:
+            if lname == _CONNECTION:
+                head.connection_tokens += tuple(t.strip(b" \t").lower() for t in value.split(b",") if t.strip())
+            elif lname == _CL:
+                head.content_length = int(value) if value.strip().isdigit() else -2
+            elif lname == _TE:
+                head.chunked = True
+            elif lname == b"upgrade":
+                head.upgrade = value.strip().lower()
+            return
+        head.fields.append((name, value.strip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        if head is None:
+            head = self._head = ResponseHead()
+        parser = self._parser
+        head.status = status = parser.get_status_code()
+        head.reason = self._reason
+        head.version = parser.get_http_version().encode()
+        head.keep_alive = parser.should_keep_alive()
+        if head.content_length == -2:
+            raise RemoteProtocolError("invalid Content-Length from backend", 502)
+        if head.connection_tokens:
+            drop = set(head.connection_tokens)
+            head.fields = [(n, v) for n, v in head.fields if n.lower() not in drop]
+        if 100 <= status < 200 and (head.content_length >= 0 or head.chunked):
+            raise RemoteProtocolError("1xx response with a body", 502)
+        self.events.append((EV_HEAD, head))
+        if self._head_request and status >= 200:
+            raise _HeadComplete
+
+    def on_body(self, body: bytes) -> None:
+        self.body_received += len(body)
+        self.events.append((EV_BODY, body))
+
+    def on_message_complete(self) -> None:
+        head = self._head
+        if head is not None and 100 <= head.status < 200 and head.status != 101:
+            self._reset()  # informational: the final response follows on the same message slot
+            return
+        delimited = head is not None and (head.content_length >= 0 or head.chunked or head.status in (204, 304))
+        self._finish(reusable=bool(head and head.keep_alive and delimited and not head.upgrade))
+
+    def _finish(self, reusable: bool) -> None:
+        self.complete = True
+        self.in_message = False
+        self.expecting = False
+        self.reusable = reusable
+        self.events.append((EV_END, None))

@@ -1,0 +1,357 @@
+"""The downstream (client-facing) HTTP/1.1 core: bytes from the client in, request events out.
+
+Theory of operation: `feed(data)` runs httptools' llhttp parser over the bytes. Its callbacks only
+record: a validated `RequestHead`, body chunks and message ends are appended to `events` as
+(EV_*, payload) pairs, and the adapter acts on them after `feed` returns. Acting only after the
+parser returns matters: llhttp reports some framing errors after `on_headers_complete`
+(http1-hardening item 2). If `feed` completed N messages before an error, their events are still
+returned (serve them, then answer the error). While a head is incomplete the bytes are fed in
+HEAD_FEED_SLICE pieces so that head limits hold however large the read was.
+
+Must not: do I/O, read clocks, log, or resynchronise after an error (ERROR is final).
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from fastingress.table.normalize import normalize_host, normalize_path
+from workers.http1.errors import RemoteProtocolError
+from workers.http1.limits import HEAD_FEED_SLICE, Limits
+from workers.http1.states import ConnState, check_transition
+
+EV_HEAD = 0
+EV_BODY = 1
+EV_END = 2
+EV_UPGRADE = 3  # a validated WebSocket upgrade head is complete; payload: the bytes after it
+
+# request header names the core interprets; every other field is forwarded as received
+_HOST = b"host"
+_CL = b"content-length"
+_TE = b"transfer-encoding"
+_CONNECTION = b"connection"
+_UPGRADE = b"upgrade"
+_EXPECT = b"expect"
+# hop-by-hop (RFC 9110 section 7.6.1) and proxy-owned fields: never forwarded as received
+HOP_BY_HOP = frozenset({_CONNECTION, b"keep-alive", b"proxy-connection", b"te", _TE, b"trailer", _UPGRADE,
+                        b"http2-settings"})
+FORWARDED_FIELDS = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+                              b"x-forwarded-port", b"x-real-ip", b"x-request-id"})
+_SPECIAL = HOP_BY_HOP | FORWARDED_FIELDS | {_HOST, _CL, _EXPECT}
+_METHODS_REFUSED = frozenset({b"CONNECT", b"TRACE"})
+_DIGITS = b"0123456789"
+
+
+class RequestHead:
+    """A validated request head: what the proxy routes and forwards."""
+
+    __slots__ = ("chunked", "connection_tokens", "content_length", "expect_continue", "fields", "forwarded",
+                 "host", "host_header", "keep_alive", "method", "path", "query", "target", "upgrade", "version")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""  # raw request-target
+        self.path = b""  # normalised path (routed and forwarded)
+        self.query = b""  # "?..." or b""
+        self.version = b"1.1"
+        self.fields: list[tuple[bytes, bytes]] = []  # end-to-end fields in received order, original case
+        self.forwarded: dict[bytes, bytes] = {}  # incoming X-Forwarded-*/X-Real-IP/X-Request-ID, lower-case names
+        self.host = b""  # normalised host (routing)
+        self.host_header = b""  # Host as received (forwarded upstream)
+        self.content_length = -1  # -1: none
+        self.chunked = False
+        self.keep_alive = True
+        self.expect_continue = False
+        self.upgrade = b""  # b"websocket" for a validated WebSocket upgrade
+        self.connection_tokens: tuple[bytes, ...] = ()
+
+
+class ServerConn:
+    """Parses requests from one client connection; see the module docstring."""
+
+    __slots__ = ("_chunk_overhead", "_fields", "_head", "_head_bytes", "_hosts", "_parser", "_special",
+                 "_url", "body_received", "events", "limits", "state")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self.state = ConnState.IDLE
+        self.events: list[tuple[int, object]] = []
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._head: RequestHead | None = None
+        self._url = b""
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._special: dict[bytes, bytes] = {}
+        self._hosts = 0
+        self._head_bytes = 0
+        self._chunk_overhead = 0
+        self.body_received = 0
+
+    def _set_state(self, new: ConnState) -> None:
+        check_transition(self.state, new)
+        self.state = new
+
+    # --- input ---
+    def feed(self, data: bytes) -> tuple[list[tuple[int, object]], RemoteProtocolError | None]:
+        """Parse bytes; return the events completed and the error that ended the connection, if any."""
+        self.events = []
+        tail: bytes | None = data
+        error = None
+        while tail is not None and error is None:
+            tail, error = self._feed_once(tail)
+        return self.events, error
+
+    def _feed_once(self, data: bytes) -> tuple[bytes | None, RemoteProtocolError | None]:
+        state = self.state
+        if state is ConnState.ERROR or state is ConnState.MUST_CLOSE or state is ConnState.TUNNEL:
+            return None, None  # nothing more is parsed on this connection
+        try:
+            if state is ConnState.RECV_BODY or len(data) <= HEAD_FEED_SLICE:
+                self._feed_counted(data)
+            else:
+                self._feed_sliced(data)
+        except httptools.HttpParserUpgrade as exc:
+            return self._upgrade_tail(data[int(exc.args[0]):])
+        except RemoteProtocolError as exc:
+            self.state = ConnState.ERROR
+            return None, exc
+        except httptools.HttpParserError as exc:
+            self.state = ConnState.ERROR
+            return None, self._map_parser_error(exc)
+        return None, None
+
+    def _feed_counted(self, data: bytes) -> None:
+        before = self.state
+        self._parser.feed_data(data)
+        if before is not ConnState.RECV_BODY and self.state is ConnState.RECV_HEAD:
+            self._count_head(len(data))
+
+    def _feed_sliced(self, data: bytes) -> None:
+        view = memoryview(data)
+        pos = 0
+        while pos < len(data):
+            if self.state is ConnState.RECV_BODY:
+                self._parser.feed_data(view[pos:])
+                return
+            piece = view[pos: pos + HEAD_FEED_SLICE]
+            self._feed_counted(piece)  # type: ignore[arg-type]
+            pos += len(piece)
+
+    def _count_head(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.limits.head_bytes:
+            raise RemoteProtocolError("request head too large", 431)
+
+    def _upgrade_tail(self, tail: bytes) -> tuple[bytes | None, RemoteProtocolError | None]:
+        """llhttp stopped after a head with Upgrade: hand a WebSocket upgrade to the adapter, else go on."""
+        head = self._head
+        if head is None:
+            self.state = ConnState.ERROR
+            return None, RemoteProtocolError("upgrade without a head", 400)
+        if head.upgrade:
+            # payload: the bytes after the head; the adapter calls start_tunnel() after the backend's 101,
+            # or resume(tail) to parse them as HTTP when the backend refuses (hardening item 10)
+            self.events.append((EV_UPGRADE, tail))
+            return None, None
+        # not an upgrade we honour (h2c, HTTP/1.0...): a plain request without body; parse on
+        self._finish_message(head)
+        return (tail or None), None
+
+    def start_tunnel(self) -> None:
+        self._set_state(ConnState.TUNNEL)
+
+    def resume(self, tail: bytes) -> tuple[list[tuple[int, object]], RemoteProtocolError | None]:
+        """The upgrade was refused: the request is complete; parse what followed it as HTTP."""
+        head = self._head
+        assert head is not None
+        head.upgrade = b""
+        self._finish_message(head)
+        if not tail:
+            self.events = []
+            return self.events, None
+        return self.feed(tail)
+
+    def _map_parser_error(self, exc: Exception) -> RemoteProtocolError:
+        """http1-hardening item 3: parser errors to statuses; our own errors come back as __context__."""
+        inner = exc.__context__
+        if isinstance(inner, RemoteProtocolError):
+            return inner
+        if isinstance(exc, httptools.HttpParserInvalidMethodError):
+            return RemoteProtocolError(f"invalid method: {exc}", 501 if self._url == b"" else 400)
+        if isinstance(exc, httptools.HttpParserInvalidURLError):
+            return RemoteProtocolError(f"invalid request-target: {exc}", 400)
+        message = str(exc)
+        if "version" in message.lower():
+            return RemoteProtocolError(f"unsupported HTTP version: {message}", 505)
+        return RemoteProtocolError(f"malformed request: {message}", 400)
+
+    # --- httptools callbacks: record only ---
+    def on_message_begin(self) -> None:
+        self._reset_message()
+        self._set_state(ConnState.RECV_HEAD)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limits.request_line_bytes:
+            raise RemoteProtocolError("request-target too long", 414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.state is not ConnState.RECV_HEAD:
+            self._count_trailer(len(name) + len(value))
+            return  # trailers are dropped (hardening item 4): we re-frame bodies ourselves
+        if len(self._fields) + len(self._special) >= self.limits.header_count:
+            raise RemoteProtocolError("too many header fields", 431)
+        if len(name) + len(value) > self.limits.field_line_bytes:
+            raise RemoteProtocolError("header field too large", 431)
+        if b"_" in name:
+            return  # nginx's underscores_in_headers off: such fields are dropped (hardening item 15)
+        value = value.strip(b" \t")
+        lname = name.lower()
+        if lname in _SPECIAL:
+            if lname == _HOST:
+                self._hosts += 1
+            prev = self._special.get(lname)
+            self._special[lname] = value if prev is None else prev + b", " + value
+        else:
+            self._fields.append((name, value))
+
+    def _count_trailer(self, n: int) -> None:
+        self._chunk_overhead += n
+        if self._chunk_overhead > self.limits.field_line_bytes:
+            raise RemoteProtocolError("trailer section too large", 400)
+
+    def on_headers_complete(self) -> None:
+        head = build_request_head(self._parser, self._url, self._fields, self._special, self._hosts, self.limits)
+        self._head = head
+        self._set_state(ConnState.RECV_BODY)
+        self.events.append((EV_HEAD, head))
+
+    def on_body(self, body: bytes) -> None:
+        self.body_received += len(body)
+        limit = self.limits.body_bytes
+        if limit and self.body_received > limit:
+            raise RemoteProtocolError("request body too large", 413)
+        self.events.append((EV_BODY, body))
+
+    def on_chunk_header(self) -> None:
+        self._chunk_overhead = 0
+
+    def on_message_complete(self) -> None:
+        if self._parser.should_upgrade():
+            return  # llhttp raises HttpParserUpgrade next; _upgrade_tail decides
+        head = self._head
+        assert head is not None
+        self._finish_message(head)
+
+    def _finish_message(self, head: RequestHead) -> None:
+        self._set_state(ConnState.IDLE if head.keep_alive else ConnState.MUST_CLOSE)
+        self.events.append((EV_END, None))
+
+
+def _tokens(value: bytes) -> tuple[bytes, ...]:
+    return tuple(t for t in (p.strip(b" \t").lower() for p in value.split(b",")) if t)
+
+
+def build_request_head(parser: httptools.HttpRequestParser, url: bytes, fields: list[tuple[bytes, bytes]],
+                       special: dict[bytes, bytes], hosts: int, limits: Limits) -> RequestHead:
+    """Validate a complete head (http1-hardening items 5-11) and build the RequestHead."""
+    head = RequestHead()
+    version = parser.get_http_version()
+    if version not in ("1.1", "1.0"):
+        raise RemoteProtocolError(f"HTTP/{version} is not supported", 505 if version[:1] >= "2" else 400)
+    head.version = version.encode()
+    head.method = method = parser.get_method()
+    if method in _METHODS_REFUSED:
+        raise RemoteProtocolError(f"{method.decode()} is not allowed", 405)
+    head.target = url
+    head.fields = fields
+    head.keep_alive = parser.should_keep_alive()
+    _check_target_and_host(head, url, special, hosts)
+    _check_framing(head, special, limits)
+    connection = special.get(_CONNECTION, b"")
+    head.connection_tokens = _tokens(connection) if connection else ()
+    _check_expect_and_upgrade(head, special)
+    for name in FORWARDED_FIELDS:
+        value = special.get(name)
+        if value is not None:
+            head.forwarded[name] = value
+    return head
+
+
+def _check_target_and_host(head: RequestHead, url: bytes, special: dict[bytes, bytes], hosts: int) -> None:
+    if url[:1] != b"/":
+        url = _absolute_form(head, url, special)
+    if hosts > 1:
+        raise RemoteProtocolError("more than one Host field", 400)
+    host_header = special.get(_HOST)
+    if host_header is None:
+        raise RemoteProtocolError("missing Host field", 400)
+    host = normalize_host(host_header)
+    if host is None:
+        raise RemoteProtocolError("invalid Host field", 400)
+    normal = normalize_path(url)
+    if normal is None:
+        raise RemoteProtocolError("request-target cannot be normalised", 400)
+    head.host, head.host_header = host, host_header
+    head.path, head.query = normal
+
+
+def _absolute_form(head: RequestHead, url: bytes, special: dict[bytes, bytes]) -> bytes:
+    """http://authority/path: the authority replaces Host (RFC 9112 section 3.2.2); else 400."""
+    lower = url[:8].lower()
+    if lower.startswith(b"http://"):
+        rest = url[7:]
+    elif lower.startswith(b"https://"):
+        rest = url[8:]
+    else:
+        raise RemoteProtocolError("request-target must be origin-form or http(s) absolute-form", 400)
+    slash = rest.find(b"/")
+    authority, path = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+    query = authority.find(b"?")
+    if query >= 0:
+        authority, path = authority[:query], b"/" + authority[query:]
+    if b"@" in authority or not authority:
+        raise RemoteProtocolError("absolute-form authority must be host[:port] without userinfo", 400)
+    special[_HOST] = authority
+    return path
+
+
+def _check_framing(head: RequestHead, special: dict[bytes, bytes], limits: Limits) -> None:
+    te = special.get(_TE)
+    cl = special.get(_CL)
+    if te is not None:
+        if head.version == b"1.0":
+            raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request", 400)
+        codings = _tokens(te)
+        if codings != (b"chunked",):
+            if any(c != b"chunked" for c in codings):
+                raise RemoteProtocolError("unsupported transfer coding", 501)
+            raise RemoteProtocolError("invalid Transfer-Encoding", 400)
+        if cl is not None:  # llhttp refuses this already; kept explicit (request smuggling)
+            raise RemoteProtocolError("both Content-Length and Transfer-Encoding", 400)
+        head.chunked = True
+    elif cl is not None:
+        if not cl or cl.translate(None, _DIGITS) or len(cl) > 18:
+            raise RemoteProtocolError("invalid Content-Length", 400)
+        head.content_length = int(cl)
+        if limits.body_bytes and head.content_length > limits.body_bytes:
+            raise RemoteProtocolError("request body too large", 413)
+
+
+def _check_expect_and_upgrade(head: RequestHead, special: dict[bytes, bytes]) -> None:
+    expect = special.get(_EXPECT)
+    if expect is not None:
+        if expect.lower() != b"100-continue":
+            raise RemoteProtocolError("unsupported expectation", 417)
+        head.expect_continue = head.version == b"1.1"
+    upgrade = special.get(_UPGRADE)
+    if upgrade is None:
+        return
+    has_body = head.chunked or head.content_length > 0
+    if (upgrade.lower() == b"websocket" and head.method == b"GET" and head.version == b"1.1"
+            and b"upgrade" in head.connection_tokens):
+        if has_body:
+            raise RemoteProtocolError("upgrade request with a body", 400)
+        head.upgrade = b"websocket"
