@@ -68,7 +68,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     build = build_from_manifests(args.manifests, settings)
     _print_problems(build)
     for url in args.urls:
-        answer = explain_url(build.view, url, https_port=settings.https_port)
+        answer = explain_url(build.view, url, https_port=settings.redirect_https_port)
         if args.json:
             sys.stdout.write(msgspec.json.encode(answer).decode() + "\n")
         else:

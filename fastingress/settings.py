@@ -12,6 +12,7 @@ Static settings need a restart; routing is dynamic and never overridden here.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 import typing
@@ -37,8 +38,41 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ingress_class: Annotated[str, _doc(
         "IngressClass name treated as ours when no IngressClass object of that name exists "
         "(handy for manifests without an IngressClass).")] = "fastingress"
-    https_port: Annotated[int, _doc(
-        "Port clients use for HTTPS; HTTP->HTTPS redirects name it unless it is 443.")] = 443
+    workers: Annotated[int, _doc("Worker processes; 0 means one per CPU core.")] = 0
+    bind_address: Annotated[str, _doc("Address the workers' HTTP and HTTPS listeners bind.")] = "0.0.0.0"
+    http_port: Annotated[int, _doc("HTTP listener port of the workers; 0 picks a free port.")] = 8080
+    https_port: Annotated[int, _doc("HTTPS listener port of the workers; 0 picks a free port.")] = 8443
+    admin_port: Annotated[int, _doc(
+        "Admin server port: /healthz, /readyz, /metrics, /debug/routes.")] = 10254
+    admin_address: Annotated[str, _doc("Address the admin server binds.")] = "0.0.0.0"
+    redirect_https_port: Annotated[int, _doc(
+        "Port clients use for HTTPS, named in HTTP->HTTPS redirects unless it is 443.")] = 443
+    drain_timeout_s: Annotated[float, _doc(
+        "On SIGTERM, how long in-flight requests may take to finish before connections are closed.")] = 25.0
+    timeout_header_read_s: Annotated[float, _doc(
+        "Absolute deadline for a request head, from accept or the end of the previous response (408).")] = 10.0
+    timeout_body_idle_s: Annotated[float, _doc(
+        "Longest pause between two reads of a request body (408).")] = 60.0
+    timeout_keepalive_idle_s: Annotated[float, _doc(
+        "Idle client keep-alive connections are closed after this long (nginx keepalive_timeout).")] = 75.0
+    timeout_upstream_connect_s: Annotated[float, _doc("Connecting to an endpoint (then retry or 502).")] = 5.0
+    timeout_upstream_response_s: Annotated[float, _doc(
+        "From the request sent to the backend's response head (504), and longest pause in its body.")] = 60.0
+    upstream_keepalive_max: Annotated[int, _doc(
+        "Idle keep-alive connections kept per endpoint per worker.")] = 32
+    upstream_keepalive_idle_s: Annotated[float, _doc(
+        "Idle upstream connections are closed after this long.")] = 60.0
+    limit_body_bytes: Annotated[int, _doc("Largest request body accepted (413); 0 means no limit.")] = 0
+    limit_requests_per_connection: Annotated[int, _doc(
+        "Requests served on one client connection before it is closed (nginx keepalive_requests).")] = 1000
+    lb_algorithm: Annotated[str, _doc(
+        "Endpoint choice: `round_robin` or `least_request` (power of two choices).")] = "round_robin"
+    eject_consecutive_failures: Annotated[int, _doc(
+        "Consecutive connect failures after which an endpoint is ejected for a while (passive health).")] = 3
+    eject_duration_s: Annotated[float, _doc("How long an ejected endpoint is skipped.")] = 10.0
+    trusted_proxies: Annotated[str, _doc(
+        "Comma-separated CIDRs whose X-Forwarded-* fields are kept; from others they are overwritten.")] = ""
+    access_log: Annotated[bool, _doc("Write one JSON access-log line per request to stdout.")] = True
     manifests_dir: Annotated[str, _doc(
         "Manifests directory to serve from instead of the Kubernetes API (`--manifests`).")] = ""
     manifests_poll_s: Annotated[float, _doc(
@@ -73,13 +107,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def check(self) -> list[str]:
         """Cross-field and range checks, as messages naming the environment variable."""
         problems = []
-        if not 1 <= self.https_port <= 65535:
-            problems.append(f"{env_name('https_port')} must be 1-65535, got {self.https_port}")
+        for name in ("http_port", "https_port", "admin_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                problems.append(f"{env_name(name)} must be 0-65535, got {getattr(self, name)}")
+        if not 1 <= self.redirect_https_port <= 65535:
+            problems.append(f"{env_name('redirect_https_port')} must be 1-65535")
+        if self.workers < 0:
+            problems.append(f"{env_name('workers')} must be >= 0")
         if self.log_format not in ("json", "text"):
             problems.append(f"{env_name('log_format')} must be json or text, got {self.log_format!r}")
-        if self.manifests_poll_s <= 0:
-            problems.append(f"{env_name('manifests_poll_s')} must be > 0")
+        if self.lb_algorithm not in ("round_robin", "least_request"):
+            problems.append(f"{env_name('lb_algorithm')} must be round_robin or least_request")
+        for f in fields():
+            if f.name.endswith("_s") and getattr(self, f.name) <= 0:
+                problems.append(f"{env_name(f.name)} must be > 0")
+        problems.extend(_check_cidrs(self.trusted_proxies))
         return problems
+
+
+def _check_cidrs(value: str) -> list[str]:
+    problems = []
+    for part in (p.strip() for p in value.split(",")):
+        if part:
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                problems.append(f"{env_name('trusted_proxies')}: {part!r} is not a CIDR")
+    return problems
 
 
 def env_name(field: str) -> str:
