@@ -5,6 +5,7 @@ server, invalid input becomes a `Problem`), `store` keeps the current objects an
 change is relevant. No I/O, no clocks, no numpy, no kubernetes client here.
 """
 
+from fastingress.model.convert import Converted, convert_object, static_endpoint_slice
 from fastingress.model.objects import (
     Backend,
     Endpoint,
@@ -23,9 +24,12 @@ from fastingress.model.objects import (
     TLSSecret,
 )
 from fastingress.model.problems import Problem
+from fastingress.model.store import Change, Store
 
 __all__ = [
     "Backend",
+    "Change",
+    "Converted",
     "Endpoint",
     "EndpointPort",
     "EndpointSlice",
@@ -40,5 +44,8 @@ __all__ = [
     "Service",
     "ServicePort",
     "Snapshot",
+    "Store",
     "TLSSecret",
+    "convert_object",
+    "static_endpoint_slice",
 ]
