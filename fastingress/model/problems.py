@@ -24,6 +24,6 @@ class Problem(msgspec.Struct, frozen=True, order=True):
     origin: str = ""  # where the object came from, e.g. "manifests/app.yaml:12"; "" for the API server
 
     def __str__(self) -> str:
-        where = f"{self.origin}: " if self.origin else ""
-        field = f" ({self.field})" if self.field else ""
-        return f"{where}{self.key}: {self.message}{field}"
+        """`namespace/name: message (field, origin)`: the `fastingress check` line format."""
+        details = ", ".join(x for x in (self.field, self.origin) if x)
+        return f"{self.key}: {self.message}" + (f" ({details})" if details else "")

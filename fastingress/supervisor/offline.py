@@ -41,7 +41,10 @@ def build_from_manifests(directory: str | Path, settings: Settings, now: int | N
     for (kind, key), obj in manifests.objects.items():
         store.apply(Change(kind=kind, key=key, obj=obj))
     config, compile_problems = compile_config(store.snapshot(), compile_options(settings, now))
-    problems = sorted([*manifests.problems, *compile_problems], key=problem_sort_key)
+    # compiler problems name objects, not files: point them at where the object was written
+    located = [p if p.origin else msgspec.structs.replace(p, origin=manifests.origins.get((p.kind, p.key), ""))
+               for p in compile_problems]
+    problems = sorted([*manifests.problems, *located], key=problem_sort_key)
     view = TableView(RouteTable(emit_routes(config)), EndpointTable(emit_endpoints(config.endpoints)))
     return OfflineBuild(config=config, problems=problems, view=view)
 
