@@ -1,0 +1,177 @@
+"""Worker process entry: bind with SO_REUSEPORT, map the table, serve on uvloop, tick, drain, exit.
+
+Started by the supervisor as a fresh interpreter (`python -m workers.main --control ... --slot ...
+--stats ... --worker-id ... --settings JSON`). Signals: SIGTERM drains (stop accepting, finish
+in-flight requests up to drain_timeout_s), SIGQUIT exits now, SIGINT is ignored (the supervisor
+decides). The worker exits by itself when its parent changes. This module and fastingress/cli.py
+are the only places that exit the process.
+
+Ticks (no timer per request): every FAST_TICK_S the table generation word is checked and the
+heartbeat written; every SLOW_TICK_S the connection deadlines are swept, idle upstream connections
+closed, the stats row written, and the parent checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+import msgspec
+import uvloop
+
+from fastingress.errors import ExitCode, TableError
+from fastingress.logs import setup_logging
+from fastingress.settings import Settings
+from fastingress.table import stats as st
+from fastingress.table.shm import TableReader
+from workers.accesslog import AccessLog
+from workers.proxy.context import WorkerContext
+from workers.proxy.downstream import DownstreamProtocol
+from workers.stats import WorkerStats
+from workers.table_watch import TableWatch
+
+log = logging.getLogger("workers")
+FAST_TICK_S = 0.02  # table propagation latency bound; a word read + heartbeat cost ~1 us per tick
+SLOW_TICK_S = 1.0  # timeout resolution, as uvicorn's and nginx's coarse timers
+LISTEN_BACKLOG = 2048  # per worker; the kernel caps it at net.core.somaxconn
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="workers.main")
+    p.add_argument("--control", required=True)
+    p.add_argument("--slot", type=int, required=True)
+    p.add_argument("--stats", required=True)
+    p.add_argument("--worker-id", type=int, required=True)
+    p.add_argument("--settings", required=True, help="Settings as JSON")
+    return p.parse_args(argv)
+
+
+def bind_reuseport(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((address, port))
+    sock.setblocking(False)
+    return sock
+
+
+class Worker:
+    """The worker's lifecycle around one WorkerContext."""
+
+    def __init__(self, args: argparse.Namespace, settings: Settings, ctx: WorkerContext, watch: TableWatch) -> None:
+        self.args = args
+        self.settings = settings
+        self.ctx = ctx
+        self.watch = watch
+        self.stopped = asyncio.Event()
+        self.fast = True
+        self.ticks = 0
+        self.parent = os.getppid()
+
+    def tick(self) -> None:
+        ctx = self.ctx
+        ctx.now = now = ctx.loop.time()
+        self.watch.poll()
+        self.watch.reader.heartbeat()
+        self.ticks += 1
+        if self.ticks * FAST_TICK_S >= SLOW_TICK_S:
+            self.ticks = 0
+            self.slow_tick(now)
+        if not self.stopped.is_set():
+            ctx.loop.call_later(FAST_TICK_S, self.tick)
+
+    def slow_tick(self, now: float) -> None:
+        ctx = self.ctx
+        for conn in list(ctx.connections):
+            conn.on_tick(now)
+        ctx.pools.sweep(now)
+        counters = ctx.stats.counters
+        counters[st.CONNECTIONS_OPEN] = len(ctx.connections)
+        counters[st.EJECTIONS] = ctx.pools.ejections
+        if ctx.access_log is not None:
+            counters[st.ACCESS_LOG_DROPPED] = ctx.access_log.dropped
+        ctx.stats.flush()
+        if os.getppid() != self.parent:
+            log.warning("supervisor is gone; draining", extra={"worker": ctx.worker_id})
+            self.drain()
+
+    def drain(self) -> None:
+        if not self.ctx.draining:
+            self.ctx.draining = True
+            self.stopped.set()
+
+    def quit(self) -> None:
+        for conn in list(self.ctx.connections):
+            conn.abort()
+        self.ctx.draining = True
+        self.stopped.set()
+
+
+async def serve(args: argparse.Namespace, settings: Settings) -> int:
+    loop = asyncio.get_running_loop()
+    try:
+        reader = TableReader(args.control, args.slot)
+        reader.heartbeat()
+    except (TableError, OSError) as exc:
+        log.error("cannot attach the route table: %s", exc, extra={"worker": args.worker_id})
+        return ExitCode.TABLE_INCOMPATIBLE
+    stats = WorkerStats(st.StatsBlock(args.stats), args.slot)
+    access = AccessLog() if settings.access_log else None
+    ctx = WorkerContext(settings, loop, None, stats, access, args.worker_id)
+    watch = TableWatch(reader, ctx)
+    watch.poll()
+    try:
+        sock = bind_reuseport(settings.bind_address, settings.http_port)
+        server = await loop.create_server(lambda: DownstreamProtocol(ctx), sock=sock, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.bind_address, settings.http_port, exc,
+                  extra={"worker": args.worker_id})
+        return ExitCode.BOOT_FAILED
+    worker = Worker(args, settings, ctx, watch)
+    loop.add_signal_handler(signal.SIGTERM, worker.drain)
+    loop.add_signal_handler(signal.SIGQUIT, worker.quit)
+    loop.call_soon(worker.tick)
+    log.info("worker serving on %s:%d", settings.bind_address, settings.http_port,
+             extra={"worker": args.worker_id, "generation": reader.word >> 32})
+    await worker.stopped.wait()
+    await shutdown(server, ctx, settings)
+    stats.flush()
+    reader.release()
+    if access is not None:
+        access.close()
+    return ExitCode.OK
+
+
+async def shutdown(server: asyncio.AbstractServer, ctx: WorkerContext, settings: Settings) -> None:
+    """Stop accepting; let busy connections finish their response up to the drain timeout; abort the rest."""
+    server.close()
+    for conn in list(ctx.connections):
+        conn.drain()
+    deadline = ctx.loop.time() + settings.drain_timeout_s
+    while ctx.connections and ctx.loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        ctx.now = ctx.loop.time()
+        for conn in list(ctx.connections):
+            conn.on_tick(ctx.now)
+    for conn in list(ctx.connections):
+        conn.abort()
+    ctx.pools.close_all()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = msgspec.json.decode(args.settings, type=Settings)
+    setup_logging(settings.log_format, settings.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(uvloop.run(serve(args, settings)))
+
+
+if __name__ == "__main__":
+    main()

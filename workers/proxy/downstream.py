@@ -1,0 +1,252 @@
+"""DownstreamProtocol: one client connection; feeds ServerConn and drives one Exchange at a time.
+
+Theory of operation: `data_received` feeds the core and runs the request events in order. A head
+starts an Exchange; body and end events go to it; a head that arrives while an exchange is still
+running (pipelining) waits in `backlog` and is started when the previous response is complete, so
+responses leave in request order. A protocol error ends the connection after the responses already
+owed (400-class answer, then close). Deadlines are checked by the worker's coarse tick (`on_tick`),
+never by a timer per request:
+- no exchange: the head deadline (timeout_header_read_s from accept or first byte after idle) or the
+  keep-alive idle deadline;
+- exchange reading the request body: body idle (timeout_body_idle_s, refreshed by each read);
+- exchange waiting on the backend: the exchange's own deadline (connect / response).
+Reading is paused for three reasons (a bit each): the backend's write buffer is full, the body is
+buffered while connecting, or too many pipelined requests wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastingress.table import stats as st
+from workers.http1.errors import RemoteProtocolError
+from workers.http1.headers import build_local_response
+from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE, ServerConn
+from workers.http1.states import ConnState
+from workers.proxy.context import WorkerContext
+from workers.proxy.exchange import DONE, Exchange
+
+PAUSE_UPSTREAM_FULL = 1
+PAUSE_PENDING_BODY = 2
+PAUSE_PIPELINE = 4
+MAX_PIPELINED_EVENTS = 64  # ~16 pipelined requests with a head, body and end each; then stop reading
+_ERROR_TEXT = {
+    400: b"400 Bad Request\n", 405: b"405 Method Not Allowed\n", 408: b"408 Request Timeout\n",
+    413: b"413 Content Too Large\n", 414: b"414 URI Too Long\n", 417: b"417 Expectation Failed\n",
+    431: b"431 Request Header Fields Too Large\n", 501: b"501 Not Implemented\n",
+    505: b"505 HTTP Version Not Supported\n",
+}
+
+
+class DownstreamProtocol(asyncio.Protocol):
+    __slots__ = ("_in_run", "_paused", "backlog", "closing", "conn", "ctx", "deadline", "error", "exchange", "idle",
+                 "peer", "peer_bytes", "requests", "tls", "transport", "trusted", "tunnel")
+
+    def __init__(self, ctx: WorkerContext, tls: bool = False) -> None:
+        self.ctx = ctx
+        self.tls = tls
+        self.conn = ServerConn(ctx.limits)
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.backlog: list[tuple[int, object]] = []
+        self.requests = 0
+        self.deadline = 0.0
+        self.idle = False
+        self.closing = False
+        self.tunnel = False
+        self.error: RemoteProtocolError | None = None
+        self.peer = ""
+        self.peer_bytes = b""
+        self.trusted = False
+        self._paused = 0
+        self._in_run = False
+
+    # --- asyncio callbacks ---
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        ctx = self.ctx
+        ctx.now = now = ctx.loop.time()
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        self.peer_bytes = self.peer.encode()
+        self.trusted = ctx.is_trusted(self.peer)
+        self.deadline = now + ctx.settings.timeout_header_read_s
+        ctx.connections.add(self)
+        ctx.stats.add(st.CONNECTIONS_TOTAL)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            ex = self.exchange
+            if ex is not None:
+                ex.tunnel_from_client(data)
+            return
+        ctx = self.ctx
+        if self.idle:
+            self.idle = False
+            self.deadline = ctx.now + ctx.settings.timeout_header_read_s
+        events, error = self.conn.feed(data)
+        if events:
+            if self.backlog:
+                self.backlog.extend(events)
+            else:
+                self._run(events)
+            if len(self.backlog) > MAX_PIPELINED_EVENTS:
+                self.pause_reading_for(PAUSE_PIPELINE)
+        ex = self.exchange
+        if ex is not None and not ex.req_done:
+            self.deadline = ctx.now + ctx.settings.timeout_body_idle_s
+        if error is not None:
+            self._protocol_error(error)
+
+    def eof_received(self) -> bool | None:
+        ex = self.exchange
+        if ex is not None and ex.req_done and not self.tunnel:
+            self.closing = True  # half-close: finish the response, then close
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        ctx = self.ctx
+        ctx.connections.discard(self)
+        self.closing = True
+        self.backlog = []
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            if self.tunnel:
+                ex.tunnel_closed()
+            elif ex.state != DONE:
+                ex.client_aborted()
+
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None and ex.up is not None and ex.up.transport is not None:
+            ex.up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None and ex.up is not None and ex.up.transport is not None:
+            ex.up.transport.resume_reading()
+
+    # --- request events ---
+    def _run(self, events: list[tuple[int, object]]) -> None:
+        self._in_run = True
+        try:
+            for i, (kind, payload) in enumerate(events):
+                ex = self.exchange
+                if kind == EV_HEAD:
+                    if ex is not None or self.closing:
+                        if not self.closing:
+                            self.backlog = events[i:]  # pipelined: waits for the current response
+                        return
+                    self.requests += 1
+                    ex = self.exchange = Exchange(self, payload)  # type: ignore[arg-type]
+                    self.deadline = self.ctx.now + self.ctx.settings.timeout_body_idle_s
+                    ex.start()
+                elif ex is None:
+                    continue  # the rest of a request already answered and closed
+                elif kind == EV_BODY:
+                    ex.client_body(payload)  # type: ignore[arg-type]
+                elif kind == EV_END:
+                    ex.client_end()
+                elif kind == EV_UPGRADE:
+                    ex.client_upgrade(payload)  # type: ignore[arg-type]
+        finally:
+            self._in_run = False
+
+    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+        """The response is complete: next pipelined request, keep-alive idle, or close."""
+        if self.exchange is ex:
+            self.exchange = None
+        if not keep_alive or self.closing:
+            return self.close()
+        ctx = self.ctx
+        self.idle = True
+        self.deadline = ctx.now + ctx.settings.timeout_keepalive_idle_s
+        if self._in_run:
+            return  # the running loop continues with the next event
+        backlog, self.backlog = self.backlog, []
+        if backlog:
+            self.idle = False
+            self._run(backlog)
+        if len(self.backlog) <= MAX_PIPELINED_EVENTS:
+            self.resume_reading_for(PAUSE_PIPELINE)
+        if self.exchange is None and self.error is not None:
+            self._send_error(self.error)
+
+    def _protocol_error(self, error: RemoteProtocolError) -> None:
+        ex = self.exchange
+        if ex is None and not self.backlog:
+            return self._send_error(error)
+        if ex is not None and not ex.req_done:
+            # the request in progress is broken: its backend request is aborted, never completed
+            self.exchange = None
+            started = ex.resp_started
+            ex.client_aborted()
+            if started:
+                return self.abort()
+            return self._send_error(error)
+        self.error = error  # answered after the responses already owed
+
+    def _send_error(self, error: RemoteProtocolError) -> None:
+        status = error.status_hint or 400
+        self.write(build_local_response(status, _ERROR_TEXT.get(status, b"%d\n" % status), False))
+        self.ctx.stats.request(status, 0.0)
+        log = self.ctx.access_log
+        if log is not None:
+            log.write({"worker": self.ctx.worker_id, "remote": self.peer, "status": status, "error": str(error)})
+        self.close()
+
+    # --- timeouts, from the worker tick ---
+    def on_tick(self, now: float) -> None:
+        ex = self.exchange
+        if ex is not None:
+            if not ex.req_done and now > self.deadline and not self.tunnel:
+                self._protocol_error(RemoteProtocolError("request body timed out", 408))
+            elif ex.deadline and now > ex.deadline:
+                ex.on_timeout()
+        elif now > self.deadline:
+            if self.idle or (self.requests == 0 and self.conn.state is ConnState.IDLE):
+                self.close()  # nothing was asked: just close the idle connection
+            else:
+                self._send_error(RemoteProtocolError("request head timed out", 408))
+
+    def drain(self) -> None:
+        """Graceful shutdown: idle connections close now; busy ones close after their response."""
+        if self.exchange is None and (self.idle or (self.requests == 0 and self.conn.state is ConnState.IDLE)):
+            self.close()
+        else:
+            self.closing = True
+
+    # --- helpers for the exchange ---
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def start_tunnel(self) -> None:
+        self.tunnel = True
+        self.conn.start_tunnel()
+        self.deadline = 0.0
+
+    def pause_reading_for(self, reason: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading_for(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
