@@ -1,8 +1,8 @@
 """Logging set-up: JSON lines (orjson) or text, a TRACE level, and the fixed field vocabulary.
 
 Context goes in `extra=` using only these keys, so that log lines can be queried the same way
-everywhere: kind, namespace, name, host, path, route, upstream, endpoint, generation, worker,
-reason, duration_ms, origin, count. Arguments are %-style so nothing is formatted unless emitted.
+everywhere: kind, namespace, object (the object's name: `name` is taken by LogRecord), host, path,
+route, upstream, endpoint, generation, worker, reason, duration_ms, origin, count. Arguments are %-style so nothing is formatted unless emitted.
 Never log secrets (certificate or key bodies).
 """
 
@@ -17,7 +17,7 @@ import orjson
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 
-FIELDS = ("kind", "namespace", "name", "host", "path", "route", "upstream", "endpoint", "generation",
+FIELDS = ("kind", "namespace", "object", "host", "path", "route", "upstream", "endpoint", "generation",
           "worker", "reason", "duration_ms", "origin", "count")
 
 

@@ -63,8 +63,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     # --- asyncio callbacks ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         ctx = self.ctx
         ctx.now = now = ctx.loop.time()
         peer = transport.get_extra_info("peername")

@@ -164,7 +164,6 @@ class Exchange:
             return
         self._task = None
         ctx.pools.connect_succeeded(ep)
-        assert isinstance(proto, UpstreamProtocol)
         if self.state != CONNECTING:
             ctx.pools.release(proto, ctx.now)  # the client went away meanwhile: keep the fresh connection
             return

@@ -31,8 +31,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.tunnel = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
 
     def data_received(self, data: bytes) -> None:
         ex = self.exchange
