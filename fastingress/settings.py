@@ -59,7 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     timeout_upstream_response_s: Annotated[float, _doc(
         "From the request sent to the backend's response head (504), and longest pause in its body.")] = 60.0
     upstream_keepalive_max: Annotated[int, _doc(
-        "Idle keep-alive connections kept per endpoint per worker.")] = 32
+        "Idle keep-alive connections kept per endpoint per worker (ingress-nginx: 320).")] = 320
     upstream_keepalive_idle_s: Annotated[float, _doc(
         "Idle upstream connections are closed after this long.")] = 60.0
     limit_body_bytes: Annotated[int, _doc("Largest request body accepted (413); 0 means no limit.")] = 0
