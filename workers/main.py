@@ -92,6 +92,7 @@ class Worker:
         for conn in list(ctx.connections):
             conn.on_tick(now)
         ctx.pools.sweep(now)
+        self.watch.reader.release_retired()  # unmap superseded tables off the swap path
         counters = ctx.stats.counters
         counters[st.CONNECTIONS_OPEN] = len(ctx.connections)
         counters[st.EJECTIONS] = ctx.pools.ejections

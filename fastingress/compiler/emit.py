@@ -117,9 +117,9 @@ def emit_routes(config: CompiledConfig) -> bytes:
     sni_names = [(e.name.encode(), i) for i, e in enumerate(config.sni)]
     meta = [[catch_all, len(vh_rows), len(rt_rows), 0]]
     return build_segment(s.KIND_ROUTES, [
-        pool.to_array(), _rows(meta, s.META_COLS), _hash_slots(host_names), _rows(vh_rows, s.VH_COLS),
+        _rows(meta, s.META_COLS), _hash_slots(host_names), _rows(vh_rows, s.VH_COLS),
         _rows(rt_rows, s.RT_COLS), _rows(up_rows, s.UP_COLS), _rows(ing_rows, s.ING_COLS),
-        _rows(cert_rows, s.CERT_COLS), _hash_slots(sni_names), _rows(sni_rows, s.SNI_COLS),
+        _rows(cert_rows, s.CERT_COLS), _hash_slots(sni_names), _rows(sni_rows, s.SNI_COLS), pool.to_array(),
     ])
 
 
@@ -137,5 +137,5 @@ def emit_endpoints(endpoints: tuple[UpstreamEndpoints, ...]) -> bytes:
         ranges.append([len(rows), len(ue.endpoints), s.RANGE_LAST_RESORT if ue.last_resort else 0])
         rows.extend([*pool.add(ep.address), ep.port] for ep in ue.endpoints)
     return build_segment(s.KIND_ENDPOINTS, [
-        pool.to_array(), _rows(ranges, s.RANGE_COLS), _rows(rows, s.EP_COLS),
+        _rows(ranges, s.RANGE_COLS), _rows(rows, s.EP_COLS), pool.to_array(),
     ])

@@ -132,8 +132,8 @@ class RouteTable:
         self.keep = keep  # the mmap (or other owner) that must outlive the views
         header = s.parse_header(self.buf, s.KIND_ROUTES)
         self.generation = header.generation
-        (self.pool, meta, self.host_slots, self.vhosts, self.routes, self.upstreams,
-         self.ingresses, self.certs, self.sni_slots, self.sni) = _views(self.buf, header)
+        (meta, self.host_slots, self.vhosts, self.routes, self.upstreams, self.ingresses, self.certs,
+         self.sni_slots, self.sni, self.pool) = _views(self.buf, header)
         self.pool_off = header.sections[s.S_POOL][0]
         self.catch_all = int(meta[0, s.META_CATCH_ALL])
         self._host_mask = len(self.host_slots) - 1
@@ -259,7 +259,7 @@ class EndpointTable:
         header = s.parse_header(self.buf, s.KIND_ENDPOINTS)
         self.generation = header.generation
         self.routes_generation = header.routes_generation
-        self.pool, self.ranges, self.rows = _views(self.buf, header)
+        self.ranges, self.rows, self.pool = _views(self.buf, header)
         self.pool_off = header.sections[s.E_POOL][0]
         self._cache: dict[int, tuple[tuple[str, int], ...]] = {}
 

@@ -41,17 +41,18 @@ HEADER_SIZE = 256  # room for 13 sections; fixed so that the first section offse
 ALIGN = 8
 
 # --- section lists: (name, columns); columns 0 means a flat uint8 array (the string pool) ---
-# routes segment
-S_POOL = 0
-S_META = 1  # one row: META_* columns
-S_HOST_SLOTS = 2  # open-addressing hash table of vhost indexes (-1 empty); 1 column
-S_VHOSTS = 3
-S_ROUTES = 4
-S_UPSTREAMS = 5
-S_INGRESSES = 6
-S_CERTS = 7
-S_SNI_SLOTS = 8  # open-addressing hash table of SNI entry indexes (-1 empty); 1 column
-S_SNI = 9
+# routes segment; the pool goes last: the small sections then share the header's first pages, so a
+# swap touches (page-faults) as few pages as possible whatever the table's size
+S_META = 0  # one row: META_* columns
+S_HOST_SLOTS = 1  # open-addressing hash table of vhost indexes (-1 empty); 1 column
+S_VHOSTS = 2
+S_ROUTES = 3
+S_UPSTREAMS = 4
+S_INGRESSES = 5
+S_CERTS = 6
+S_SNI_SLOTS = 7  # open-addressing hash table of SNI entry indexes (-1 empty); 1 column
+S_SNI = 8
+S_POOL = 9
 
 META_CATCH_ALL = 0  # vhost index of the host-less catch-all, or -1
 META_N_VHOSTS = 1
@@ -87,22 +88,22 @@ SNI_NAME_OFF, SNI_NAME_LEN, SNI_CERT = range(3)
 SNI_COLS = 3
 
 ROUTES_SECTIONS: tuple[tuple[str, int], ...] = (
-    ("pool", 0), ("meta", META_COLS), ("host_slots", 1), ("vhosts", VH_COLS), ("routes", RT_COLS),
+    ("meta", META_COLS), ("host_slots", 1), ("vhosts", VH_COLS), ("routes", RT_COLS),
     ("upstreams", UP_COLS), ("ingresses", ING_COLS), ("certs", CERT_COLS), ("sni_slots", 1),
-    ("sni", SNI_COLS),
+    ("sni", SNI_COLS), ("pool", 0),
 )
 
-# endpoints segment
-E_POOL = 0
-E_RANGES = 1  # one row per upstream index of the routes generation
-E_ENDPOINTS = 2
+# endpoints segment (pool last, as above)
+E_RANGES = 0  # one row per upstream index of the routes generation
+E_ENDPOINTS = 1
+E_POOL = 2
 RANGE_START, RANGE_COUNT, RANGE_FLAGS = range(3)
 RANGE_COLS = 3
 RANGE_LAST_RESORT = 1  # flag: no endpoint is ready; these are serving-but-terminating
 EP_ADDR_OFF, EP_ADDR_LEN, EP_PORT = range(3)
 EP_COLS = 3
 ENDPOINTS_SECTIONS: tuple[tuple[str, int], ...] = (
-    ("pool", 0), ("ranges", RANGE_COLS), ("endpoints", EP_COLS),
+    ("ranges", RANGE_COLS), ("endpoints", EP_COLS), ("pool", 0),
 )
 
 SECTIONS = {KIND_ROUTES: ROUTES_SECTIONS, KIND_ENDPOINTS: ENDPOINTS_SECTIONS}

@@ -39,7 +39,7 @@ W_MAGIC, W_SCHEMA, W_SLOTS, W_CURRENT, W_WRITER_PID = range(5)
 SLOT_WORDS = 4
 SL_PID, SL_ACK, SL_HEARTBEAT = range(3)
 DEFAULT_MAX_SLOTS = 256  # readers at once: workers plus replacements during a rolling restart
-_NAME = re.compile(r"^fastingress-(\d+)-[0-9a-f]{8}(-ctl|-[re]\d+(\.tmp)?)$")
+_NAME = re.compile(r"^fastingress-(\d+)-[0-9a-f]{8}(-ctl|-stats|-[re]\d+(\.tmp)?)$")
 
 
 def pack_word(routes_gen: int, endpoints_gen: int) -> int:
@@ -61,11 +61,17 @@ def _is_alive(pid: int) -> bool:
 
 
 def _map_file(path: str, writable: bool = False) -> mmap.mmap:
-    fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    """Map a whole file; a missing, unreadable or empty file is a TableError (the reader keeps its view)."""
+    try:
+        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    except OSError as exc:
+        raise TableError(f"cannot open {path}: {exc.strerror}") from exc
     try:
         size = os.fstat(fd).st_size
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         return mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
+    except (OSError, ValueError) as exc:  # ValueError: "cannot mmap an empty file"
+        raise TableError(f"cannot map {path}: {exc}") from exc
     finally:
         os.close(fd)
 
@@ -227,6 +233,9 @@ class TableReader:
         row[SL_PID] = os.getpid()
         self.word = 0
         self.view: TableView | None = None
+        # superseded views, dropped later by release_retired(): unmapping costs tens of microseconds,
+        # which the swap itself should not pay (a grace period, as in RCU)
+        self.retired: list[TableView] = []
 
     def poll(self) -> TableView | None:
         """A new TableView when the generation word changed and its segments are sound, else None.
@@ -248,8 +257,14 @@ class TableReader:
         if endpoints.routes_generation != routes.generation:
             raise TableError(f"endpoints generation {egen} belongs to routes {endpoints.routes_generation}")
         self.word = word
+        if old is not None:
+            self.retired.append(old)
         self.view = TableView(routes, endpoints)
         return self.view
+
+    def release_retired(self) -> None:
+        """Drop superseded views (their segments are unmapped once no request holds them)."""
+        self.retired.clear()
 
     def ack(self) -> None:
         """Tell the writer which generation this reader now serves (frees older segments)."""
