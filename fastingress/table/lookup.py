@@ -18,6 +18,7 @@ Must not: copy the table, iterate numpy arrays in Python on the request path, or
 from __future__ import annotations
 
 import mmap
+from typing import Any
 
 import numpy as np
 
@@ -30,13 +31,19 @@ _I32 = np.dtype("<i4")
 
 
 def _views(buf: memoryview, header: s.Header) -> list[np.ndarray]:
-    """One numpy view per section: O(number of sections), independent of the table's size."""
+    """One numpy view per section: O(number of sections), independent of the table's size.
+
+    All int32 sections are sliced from one int32 view of the segment (slicing an array is several
+    times cheaper than np.frombuffer), the pool is a uint8 view.
+    """
+    whole = np.frombuffer(buf, dtype=_I32, count=(header.total_len - s.TRAILER_SIZE) // 4)
     views: list[np.ndarray] = []
     for (off, rows), (_, cols) in zip(header.sections, s.SECTIONS[header.kind], strict=True):
         if cols == 0:
             views.append(np.frombuffer(buf, dtype=np.uint8, count=rows, offset=off))
         else:
-            views.append(np.frombuffer(buf, dtype=_I32, count=rows * cols, offset=off).reshape(rows, cols))
+            start = off // 4
+            views.append(whole[start: start + rows * cols].reshape(rows, cols))
     return views
 
 
@@ -124,24 +131,37 @@ class CertEntry:
         self.not_after = not_after
 
 
+_ROUTE_VIEWS = frozenset({"host_slots", "vhosts", "routes", "upstreams", "ingresses", "certs", "sni_slots", "sni",
+                          "pool", "catch_all", "_host_mask", "_sni_mask"})
+
+
 class RouteTable:
-    """One routes generation, mapped; lookups and per-generation caches."""
+    """One routes generation, mapped; lookups and per-generation caches.
+
+    Construction (the swap) checks the header and trailer only; the numpy views are built on first
+    use by `__getattr__`, which Python calls only while an attribute is still missing.
+    """
 
     def __init__(self, buf: Buffer, keep: object = None) -> None:
         self.buf = memoryview(buf)
         self.keep = keep  # the mmap (or other owner) that must outlive the views
-        header = s.parse_header(self.buf, s.KIND_ROUTES)
-        self.generation = header.generation
-        (meta, self.host_slots, self.vhosts, self.routes, self.upstreams, self.ingresses, self.certs,
-         self.sni_slots, self.sni, self.pool) = _views(self.buf, header)
-        self.pool_off = header.sections[s.S_POOL][0]
-        self.catch_all = int(meta[0, s.META_CATCH_ALL])
-        self._host_mask = len(self.host_slots) - 1
-        self._sni_mask = len(self.sni_slots) - 1
+        self.header = s.parse_header(self.buf, s.KIND_ROUTES)
+        self.generation = self.header.generation
+        self.pool_off = self.header.sections[s.S_POOL][0]
         self._hosts: dict[bytes, HostMatcher] = {}
         self._by_vhost: dict[int, HostMatcher] = {}
         self._routes: dict[int, RouteEntry] = {}
         self._upstreams: dict[int, UpstreamEntry] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _ROUTE_VIEWS:
+            raise AttributeError(name)
+        (meta, self.host_slots, self.vhosts, self.routes, self.upstreams, self.ingresses, self.certs,
+         self.sni_slots, self.sni, self.pool) = _views(self.buf, self.header)
+        self.catch_all = int(meta[0, s.META_CATCH_ALL])
+        self._host_mask = len(self.host_slots) - 1
+        self._sni_mask = len(self.sni_slots) - 1
+        return object.__getattribute__(self, name)
 
     # --- raw access (cold) ---
     def raw(self, off: int, length: int) -> bytes:
@@ -251,17 +271,25 @@ class RouteTable:
 
 
 class EndpointTable:
-    """One endpoints generation: the addresses per upstream index of its routes generation."""
+    """One endpoints generation: the addresses per upstream index of its routes generation.
+
+    As RouteTable, the views are built on first use.
+    """
 
     def __init__(self, buf: Buffer, keep: object = None) -> None:
         self.buf = memoryview(buf)
         self.keep = keep
-        header = s.parse_header(self.buf, s.KIND_ENDPOINTS)
-        self.generation = header.generation
-        self.routes_generation = header.routes_generation
-        self.ranges, self.rows, self.pool = _views(self.buf, header)
-        self.pool_off = header.sections[s.E_POOL][0]
+        self.header = s.parse_header(self.buf, s.KIND_ENDPOINTS)
+        self.generation = self.header.generation
+        self.routes_generation = self.header.routes_generation
+        self.pool_off = self.header.sections[s.E_POOL][0]
         self._cache: dict[int, tuple[tuple[str, int], ...]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("ranges", "rows", "pool"):
+            raise AttributeError(name)
+        self.ranges, self.rows, self.pool = _views(self.buf, self.header)
+        return object.__getattribute__(self, name)
 
     def endpoints(self, upstream: int) -> tuple[tuple[str, int], ...]:
         """(address, port) pairs of an upstream, cached per generation; () when it has none."""

@@ -142,7 +142,7 @@ def pack_header(kind: int, generation: int, routes_generation: int, total_len: i
     directory = b"".join(_SECTION.pack(off, rows) for off, rows in sections)
     head = _HEAD.pack(MAGIC, SCHEMA_VERSION, kind, generation, routes_generation, total_len,
                       len(sections), 0)
-    crc = zlib.crc32(head[:-4] + directory)
+    crc = zlib.crc32(directory, zlib.crc32(head[:-4]))
     head = head[:-4] + struct.pack("<I", crc)
     out = head + directory
     if len(out) > HEADER_SIZE:
@@ -154,8 +154,11 @@ def pack_trailer(generation: int) -> bytes:
     return TRAILER_MAGIC + struct.pack("<Q", generation)
 
 
-def parse_header(buf: memoryview | bytes, expect_kind: int) -> Header:
-    """Check magic, schema, kind, CRC, length and trailer; raise TableError when anything is off."""
+def parse_header(buf: memoryview, expect_kind: int) -> Header:
+    """Check magic, schema, kind, CRC, length and trailer; raise TableError when anything is off.
+
+    Runs on every swap: no copies (crc32 and comparisons read the mapping in place), O(1) in size.
+    """
     if len(buf) < HEADER_SIZE + TRAILER_SIZE:
         raise TableError(f"segment too short ({len(buf)} bytes)")
     magic, schema, kind, gen, rgen, total, n, crc = _HEAD.unpack_from(buf, 0)
@@ -166,17 +169,27 @@ def parse_header(buf: memoryview | bytes, expect_kind: int) -> Header:
     if kind != expect_kind:
         raise TableError(f"segment kind {kind}, expected {expect_kind}")
     want = len(SECTIONS[kind])
-    if n < want:
+    if n < want or _HEAD.size + n * _SECTION.size > HEADER_SIZE:
         raise TableError(f"{n} sections, expected at least {want}")
     dir_end = _HEAD.size + n * _SECTION.size
-    if zlib.crc32(bytes(buf[: _HEAD.size - 4]) + bytes(buf[_HEAD.size:dir_end])) != crc:
+    if zlib.crc32(buf[_HEAD.size:dir_end], zlib.crc32(buf[: _HEAD.size - 4])) != crc:
         raise TableError("header checksum mismatch")
     if total != len(buf):
         raise TableError(f"segment is {len(buf)} bytes, header says {total}")
-    if bytes(buf[total - TRAILER_SIZE: total]) != pack_trailer(gen):
+    if buf[total - TRAILER_SIZE: total] != pack_trailer(gen):
         raise TableError("trailer missing or of another generation: segment is torn")
     sections = [_SECTION.unpack_from(buf, _HEAD.size + i * _SECTION.size) for i in range(want)]
     return Header(kind, gen, rgen, total, sections)
+
+
+def segment_length(buf: memoryview | bytes) -> int:
+    """The total length a segment's header claims (to split a file holding two segments)."""
+    if len(buf) < HEADER_SIZE:
+        raise TableError(f"segment too short ({len(buf)} bytes)")
+    total = int(_HEAD.unpack_from(buf, 0)[5])
+    if not HEADER_SIZE + TRAILER_SIZE <= total <= len(buf):
+        raise TableError(f"segment length {total} outside the file's {len(buf)} bytes")
+    return total
 
 
 def stamp_generation(seg: bytearray, generation: int, routes_generation: int) -> None:

@@ -176,7 +176,10 @@ def test_normalize_path_properties(target: bytes) -> None:
     assert query == (b"" if q < 0 else target[q:])  # verbatim
     assert path.startswith(b"/")
     assert not _is_segment_bad(path)
-    assert path.upper().count(b"%2F") == raw_path.upper().count(b"%2F")  # %2F never decoded, never lost
+    # %2F is never decoded into a "/" (a ".." may remove a whole segment that contained one)
+    assert path.upper().count(b"%2F") <= raw_path.upper().count(b"%2F")
+    if b".." not in raw_path and b"%2E" not in raw_path.upper():
+        assert path.upper().count(b"%2F") == raw_path.upper().count(b"%2F")
     assert normalize_path(path) == (path, b"")  # idempotent
     assert normalize_path(path + query) == (path, query)
 

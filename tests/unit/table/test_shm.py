@@ -96,7 +96,7 @@ def test_publish_poll_ack(writer: TableWriter) -> None:
     reader.ack()
     reader.heartbeat(now_ns=123)
     assert writer.readers() == [(0, os.getpid(), pack_word(1, 1), 123)]
-    assert _files(writer) == {"ctl", "r1", "e1"}
+    assert _files(writer) == {"ctl", "r1"}  # a full publish is one file: routes + their endpoints
 
 
 def test_first_publish_needs_routes(writer: TableWriter) -> None:
@@ -134,11 +134,11 @@ def test_reclaim_waits_for_every_live_reader(writer: TableWriter) -> None:
     fast.poll()
     fast.ack()  # fast is at (2, 3); slow still holds (1, 1)
     assert writer.reclaim() == 0
-    assert _files(writer) == {"ctl", "r1", "r2", "e1", "e2", "e3"}
+    assert _files(writer) == {"ctl", "r1", "r2", "e3"}
     slow.poll()  # seeing a generation is not enough: only an ack releases the old one
     assert writer.reclaim() == 0
     slow.ack()
-    assert writer.reclaim() == 3
+    assert writer.reclaim() == 1
     assert _files(writer) == {"ctl", "r2", "e3"}
     assert slow.view is not None and slow.view.generation == (2, 3)
 
@@ -147,17 +147,17 @@ def test_unacknowledged_new_reader_holds_everything(writer: TableWriter) -> None
     writer.publish(routes("a"), endpoints(1))
     reader = TableReader(writer.control_path, 2)  # attached, never acked: it may be mapping generation 1
     writer.publish(routes("b"), endpoints(2))
-    assert _files(writer) == {"ctl", "r1", "r2", "e1", "e2"}
+    assert _files(writer) == {"ctl", "r1", "r2"}
     assert reader.poll() is not None
     reader.ack()
     writer.reclaim()
-    assert _files(writer) == {"ctl", "r2", "e2"}
+    assert _files(writer) == {"ctl", "r2"}
 
 
 def test_without_readers_only_the_current_generation_stays(writer: TableWriter) -> None:
     for i in range(5):
         writer.publish(routes(f"h{i}") if i % 2 == 0 else None, endpoints(i))
-    assert _files(writer) == {"ctl", "r3", "e5"}
+    assert _files(writer) == {"ctl", "r3"}  # the last publish was full: r3 holds endpoints generation 5
 
 
 def test_free_slot_releases_the_hold(writer: TableWriter) -> None:
@@ -170,7 +170,7 @@ def test_free_slot_releases_the_hold(writer: TableWriter) -> None:
     writer.free_slot(1)
     assert writer.readers() == []
     writer.reclaim()
-    assert _files(writer) == {"ctl", "r2", "e2"}
+    assert _files(writer) == {"ctl", "r2"}
 
 
 def test_reap_dead_readers(writer: TableWriter) -> None:
@@ -187,8 +187,8 @@ def test_reap_dead_readers(writer: TableWriter) -> None:
     assert writer.reap_dead_readers() == [DEAD_PID]
     assert [pid for _, pid, _, _ in writer.readers()] == [os.getpid()]
     assert int(writer.ctl.slots[3, SL_ACK]) == 0
-    assert writer.reclaim() == 2
-    assert _files(writer) == {"ctl", "r2", "e2"}
+    assert writer.reclaim() == 1
+    assert _files(writer) == {"ctl", "r2"}
     assert writer.reap_dead_readers() == []
 
 
@@ -207,7 +207,7 @@ def test_close_leaves_nothing(tmp_path: Path) -> None:
     w.publish(routes("a"), endpoints(1))
     reader.poll()
     w.publish(routes("b"), endpoints(2))  # the reader holds generation 1 back: two generations on disk
-    assert len(_files(w)) == 5
+    assert len(_files(w)) == 3
     w.close()
     assert os.listdir(tmp_path) == []
     assert reader.view is not None  # a mapping outlives the unlinked names
