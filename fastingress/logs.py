@@ -2,7 +2,8 @@
 
 Context goes in `extra=` using only these keys, so that log lines can be queried the same way
 everywhere: kind, namespace, object (the object's name: `name` is taken by LogRecord), host, path,
-route, upstream, endpoint, generation, worker, reason, duration_ms, origin, count. Arguments are %-style so nothing is formatted unless emitted.
+route, upstream, endpoint, generation, worker, reason, duration_ms, origin, count. Arguments are
+%-style so nothing is formatted unless emitted.
 Never log secrets (certificate or key bodies).
 """
 

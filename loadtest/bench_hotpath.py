@@ -79,7 +79,8 @@ def run(iterations: int) -> float:
         Path(tmp, "m.yaml").write_text(MANIFESTS)
         build = build_from_manifests(tmp, Settings())
     loop = asyncio.new_event_loop()
-    ctx = WorkerContext(Settings(access_log=False, limit_requests_per_connection=1 << 40), loop, build.view, WorkerStats(None, 0), None, 0)
+    settings = Settings(access_log=False, limit_requests_per_connection=1 << 40)
+    ctx = WorkerContext(settings, loop, build.view, WorkerStats(None, 0), None, 0)
     up = UpstreamProtocol(("127.0.0.1", 19000), ctx.pools, ctx.limits)
     up_transport = MemoryTransport()
     up.connection_made(up_transport)  # type: ignore[arg-type]

@@ -138,14 +138,14 @@ _ROUTE_VIEWS = frozenset({"host_slots", "vhosts", "routes", "upstreams", "ingres
 class RouteTable:
     """One routes generation, mapped; lookups and per-generation caches.
 
-    Construction (the swap) checks the header and trailer only; the numpy views are built on first
+    Construction (the swap) checks the header only; the numpy views are built on first
     use by `__getattr__`, which Python calls only while an attribute is still missing.
     """
 
-    def __init__(self, buf: Buffer, keep: object = None) -> None:
+    def __init__(self, buf: Buffer, keep: object = None, check_trailer: bool = True) -> None:
         self.buf = memoryview(buf)
         self.keep = keep  # the mmap (or other owner) that must outlive the views
-        self.header = s.parse_header(self.buf, s.KIND_ROUTES)
+        self.header = s.parse_header(self.buf, s.KIND_ROUTES, check_trailer)
         self.generation = self.header.generation
         self.pool_off = self.header.sections[s.S_POOL][0]
         self._hosts: dict[bytes, HostMatcher] = {}
@@ -276,10 +276,10 @@ class EndpointTable:
     As RouteTable, the views are built on first use.
     """
 
-    def __init__(self, buf: Buffer, keep: object = None) -> None:
+    def __init__(self, buf: Buffer, keep: object = None, check_trailer: bool = True) -> None:
         self.buf = memoryview(buf)
         self.keep = keep
-        self.header = s.parse_header(self.buf, s.KIND_ENDPOINTS)
+        self.header = s.parse_header(self.buf, s.KIND_ENDPOINTS, check_trailer)
         self.generation = self.header.generation
         self.routes_generation = self.header.routes_generation
         self.pool_off = self.header.sections[s.E_POOL][0]

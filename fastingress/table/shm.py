@@ -3,17 +3,28 @@
 Theory of operation:
 - The *control block* `/dev/shm/<prefix>-ctl` (created by the writer, fixed size) holds the magic,
   the current generations packed in one aligned 64-bit word (routes generation << 32 | endpoints
-  generation) and one slot per reader: pid, acknowledged word, heartbeat (CLOCK_MONOTONIC ns).
-- A publish writes one immutable file completely under a temporary name, renames it into place, and
-  only then stores the new word. A full publish writes `<prefix>-r<gen>`: the routes segment followed
-  by its endpoints segment (one file: one open/mmap per swap, which costs ~20 us on a VM); an
-  endpoints-only publish writes `<prefix>-e<gen>` and keeps the routes file (and every worker-side
-  route cache on it). A reader that sees the word maps the file, checks headers and trailers and
-  swaps one reference: O(1) in the table's size, no lock; numpy views are built on first use.
-- Reclamation (RCU-style): a segment is unlinked once every live reader has acknowledged a later
-  generation. A reader still holding a view keeps its mapping; unlinking only drops the name.
-- Slots of dead readers are freed by `reap_dead_readers()`; `close()` unlinks everything; a new
-  writer removes segments left behind by writers whose pid is gone (e.g. after a SIGKILL).
+  generation), a ring of descriptors per kind (generation, arena, offset, length) and one slot per
+  reader: pid, acknowledged word, heartbeat (CLOCK_MONOTONIC ns).
+- Segments live in an *arena* file `<prefix>-a<N>` that each reader maps once. A publish writes the
+  new segments completely into free space of the arena (pwrite), fills their descriptors, and only
+  then stores the new word. A full publish writes the routes segment and its endpoints segment side
+  by side; an endpoints-only publish writes just an endpoints segment and keeps the routes segment
+  (and every worker-side route cache on it).
+- A reader that sees a new word reads the descriptors, checks each segment's header (magic, schema,
+  kind, generation, CRC, length) in place and swaps one reference: no system call, no copy, O(1) in
+  the table's size (open + mmap + page faults of a file per generation cost ~200 us on a VM; see
+  docs/design/0001). Numpy views are built on first use.
+- Reclamation (RCU-style): a segment's space is reused once every live reader has acknowledged a
+  later generation. A reader acknowledges only after it stopped reading older generations (workers
+  read the table synchronously inside one event-loop callback), so reused space is never read.
+- When the arena is full a bigger one is created; readers map it when a descriptor names it, and the
+  old file is unlinked once nothing in it is live. Slots of dead readers are freed by
+  `reap_dead_readers()`; `close()` unlinks everything; a new writer removes files left by writers
+  whose pid is gone (e.g. after a SIGKILL).
+
+Ordering: descriptors are invalidated (generation -1) before they are rewritten and readers re-read
+the generation after the other fields, and every segment header carries its generation: a reader
+that races the writer sees a mismatch and keeps its current view until its next poll.
 
 Must not: use multiprocessing.shared_memory (its resource tracker may unlink segments it did not
 create on Python 3.11, CPython gh-82300), take locks, or decode tables on the reader's swap path.
@@ -37,10 +48,15 @@ SHM_DIR = "/dev/shm"
 CTL_MAGIC = 0x4C5443474E4946  # "FINGCTL" little-endian
 CTL_HEAD_WORDS = 8  # magic, schema, max_slots, current word, writer pid, reserved x3
 W_MAGIC, W_SCHEMA, W_SLOTS, W_CURRENT, W_WRITER_PID = range(5)
+DESC_SLOTS = 64  # descriptors kept per kind: a reader more than 64 generations behind polls again
+DESC_WORDS = 4
+D_GEN, D_ARENA, D_OFFSET, D_LENGTH = range(4)
 SLOT_WORDS = 4
 SL_PID, SL_ACK, SL_HEARTBEAT = range(3)
 DEFAULT_MAX_SLOTS = 256  # readers at once: workers plus replacements during a rolling restart
-_NAME = re.compile(r"^fastingress-(\d+)-[0-9a-f]{8}(-ctl|-stats|-[re]\d+(\.tmp)?)$")
+REGION_ALIGN = 4096  # segments start on a page: a swap touches the fewest pages
+MIN_ARENA_BYTES = 1 << 20
+_NAME = re.compile(r"^fastingress-(\d+)-[0-9a-f]{8}-(ctl|stats|a\d+)$")
 
 
 def pack_word(routes_gen: int, endpoints_gen: int) -> int:
@@ -77,8 +93,12 @@ def _map_file(path: str, writable: bool = False) -> mmap.mmap:
         os.close(fd)
 
 
+def _control_words(max_slots: int) -> int:
+    return CTL_HEAD_WORDS + 2 * DESC_SLOTS * DESC_WORDS + max_slots * SLOT_WORDS
+
+
 class ControlBlock:
-    """int64 views over the control block: header words and reader slots."""
+    """int64 views over the control block: header words, descriptor rings and reader slots."""
 
     def __init__(self, mm: mmap.mmap) -> None:
         self.mm = mm
@@ -87,10 +107,52 @@ class ControlBlock:
         if int(self.head[W_MAGIC]) != CTL_MAGIC or int(self.head[W_SCHEMA]) != s.SCHEMA_VERSION:
             raise TableError("control block has a foreign magic or schema version")
         n = int(self.head[W_SLOTS])
-        self.slots = words[CTL_HEAD_WORDS: CTL_HEAD_WORDS + n * SLOT_WORDS].reshape(n, SLOT_WORDS)
+        if len(words) < _control_words(n):
+            raise TableError("control block too short")
+        ring = DESC_SLOTS * DESC_WORDS
+        self.routes_desc = words[CTL_HEAD_WORDS: CTL_HEAD_WORDS + ring].reshape(DESC_SLOTS, DESC_WORDS)
+        self.endpoints_desc = words[CTL_HEAD_WORDS + ring: CTL_HEAD_WORDS + 2 * ring].reshape(DESC_SLOTS, DESC_WORDS)
+        base = CTL_HEAD_WORDS + 2 * ring
+        self.slots = words[base: base + n * SLOT_WORDS].reshape(n, SLOT_WORDS)
 
     def current(self) -> int:
         return int(self.head[W_CURRENT])  # one aligned 8-byte load
+
+
+class Arena:
+    """The writer's handle on one arena file."""
+
+    def __init__(self, path: str, ident: int, capacity: int) -> None:
+        self.path = path
+        self.ident = ident
+        self.capacity = capacity
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.ftruncate(self.fd, capacity)  # sparse: tmpfs allocates pages only when written
+
+    def write(self, offset: int, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        while view:
+            offset += (n := os.pwrite(self.fd, view, offset))
+            view = view[n:]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        _unlink(self.path)
+
+
+class Region:
+    """A live segment: where it is and which generation it serves."""
+
+    __slots__ = ("arena", "gen", "length", "offset", "tag")
+
+    def __init__(self, tag: str, gen: int, arena: int, offset: int, length: int) -> None:
+        self.tag, self.gen, self.arena, self.offset, self.length = tag, gen, arena, offset, length
+
+
+def _round_up(n: int, align: int) -> int:
+    return (n + align - 1) // align * align
 
 
 class TableWriter:
@@ -100,9 +162,8 @@ class TableWriter:
         self.shm_dir = shm_dir
         remove_stale_segments(shm_dir)
         self.prefix = f"fastingress-{os.getpid()}-{secrets.token_hex(4)}"
-        size = (CTL_HEAD_WORDS + max_slots * SLOT_WORDS) * 8
-        path = self._path("ctl")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        size = _control_words(max_slots) * 8
+        fd = os.open(self._path("ctl"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, size)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -113,9 +174,13 @@ class TableWriter:
         head[W_MAGIC] = CTL_MAGIC
         del head
         self.ctl = ControlBlock(mm)
+        self.ctl.routes_desc[:, D_GEN] = -1
+        self.ctl.endpoints_desc[:, D_GEN] = -1
         self.routes_gen = 0
         self.endpoints_gen = 0
-        self.live: dict[str, tuple[str, int]] = {}  # segment path -> ("r"|"e", generation)
+        self.arenas: dict[int, Arena] = {}
+        self.arena: Arena | None = None
+        self.live: list[Region] = []
         self.closed = False
 
     def _path(self, suffix: str) -> str:
@@ -125,39 +190,67 @@ class TableWriter:
     def control_path(self) -> str:
         return self._path("ctl")
 
-    def _write_file(self, tag: str, gen: int, parts: list[bytearray]) -> None:
-        final = self._path(f"{tag}{gen}")
-        tmp = final + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            for part in parts:
-                view = memoryview(part)
-                while view:
-                    view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.rename(tmp, final)  # atomic: a reader never sees a partly written name
-        self.live[final] = (tag, gen)
+    # --- space ---
+    def _allocate(self, length: int) -> tuple[Arena, int]:
+        """First fit among the gaps between live regions of the current arena; a bigger arena if none."""
+        arena = self.arena
+        if arena is not None:
+            pos = 0
+            for start, end in sorted((r.offset, r.offset + r.length) for r in self.live if r.arena == arena.ident):
+                if start - pos >= length:
+                    return arena, pos
+                pos = max(pos, _round_up(end, REGION_ALIGN))
+            if arena.capacity - pos >= length:
+                return arena, pos
+        capacity = max(MIN_ARENA_BYTES, 2 * (arena.capacity if arena else 0))
+        while capacity < 4 * length:  # room for the current generation, the next, and readers behind
+            capacity *= 2
+        ident = (arena.ident + 1) if arena else 1
+        new = Arena(self._path(f"a{ident}"), ident, capacity)
+        self.arenas[ident] = new
+        self.arena = new
+        return new, 0
 
+    def _describe(self, ring: np.ndarray, gen: int, arena: int, offset: int, length: int) -> None:
+        row = ring[gen % DESC_SLOTS]
+        row[D_GEN] = -1  # invalidate first: a racing reader sees a mismatch, never a mix
+        row[D_ARENA], row[D_OFFSET], row[D_LENGTH] = arena, offset, length
+        row[D_GEN] = gen
+
+    # --- publishing ---
     def publish(self, routes: bytes | None, endpoints: bytes) -> tuple[int, int]:
         """Publish a new endpoints generation and, when `routes` is given, a new routes generation."""
         if routes is None and self.routes_gen == 0:
             raise TableError("the first publish needs a routes segment")
-        self.endpoints_gen += 1
+        self.reclaim()  # what readers released since the last publish can take the new segments
         eps = bytearray(endpoints)
+        egen = self.endpoints_gen + 1
         if routes is not None:
-            self.routes_gen += 1
+            rgen = self.routes_gen + 1
             rts = bytearray(routes)
-            s.stamp_generation(rts, self.routes_gen, self.routes_gen)
-            s.stamp_generation(eps, self.endpoints_gen, self.routes_gen)
-            self._write_file("r", self.routes_gen, [rts, eps])
+            s.stamp_generation(rts, rgen, rgen)
+            s.stamp_generation(eps, egen, rgen)
+            split = _round_up(len(rts), REGION_ALIGN)
+            arena, offset = self._allocate(split + len(eps))
+            arena.write(offset, rts)
+            arena.write(offset + split, eps)
+            self.live.append(Region("r", rgen, arena.ident, offset, len(rts)))
+            self.live.append(Region("e", egen, arena.ident, offset + split, len(eps)))
+            self._describe(self.ctl.routes_desc, rgen, arena.ident, offset, len(rts))
+            self._describe(self.ctl.endpoints_desc, egen, arena.ident, offset + split, len(eps))
+            self.routes_gen = rgen
         else:
-            s.stamp_generation(eps, self.endpoints_gen, self.routes_gen)
-            self._write_file("e", self.endpoints_gen, [eps])
-        self.ctl.head[W_CURRENT] = pack_word(self.routes_gen, self.endpoints_gen)  # written last
+            s.stamp_generation(eps, egen, self.routes_gen)
+            arena, offset = self._allocate(len(eps))
+            arena.write(offset, eps)
+            self.live.append(Region("e", egen, arena.ident, offset, len(eps)))
+            self._describe(self.ctl.endpoints_desc, egen, arena.ident, offset, len(eps))
+        self.endpoints_gen = egen
+        self.ctl.head[W_CURRENT] = pack_word(self.routes_gen, egen)  # written last
         self.reclaim()
         return self.routes_gen, self.endpoints_gen
 
+    # --- readers ---
     def readers(self) -> list[tuple[int, int, int, int]]:
         """(slot, pid, acked word, heartbeat ns) of every occupied slot."""
         return [(i, int(row[SL_PID]), int(row[SL_ACK]), int(row[SL_HEARTBEAT]))
@@ -169,35 +262,44 @@ class TableWriter:
         self.ctl.slots[slot, SL_ACK] = 0
 
     def reap_dead_readers(self) -> list[int]:
-        """Free the slots of readers whose process is gone; return their pids."""
-        dead = [pid for slot, pid, _, _ in self.readers() if not _is_alive(pid)]
+        """Free the slots of readers whose process is gone (reap children first); return their pids."""
+        dead = []
         for slot, pid, _, _ in self.readers():
-            if pid in dead:
+            if not _is_alive(pid):
                 self.free_slot(slot)
+                dead.append(pid)
         return dead
 
     def reclaim(self) -> int:
-        """Unlink every segment all live readers have moved past; return how many."""
+        """Free every segment all live readers have moved past, and arenas left empty; return how many."""
         acks = [unpack_word(ack) for _, _, ack, _ in self.readers()]
         min_r = min([a[0] for a in acks], default=self.routes_gen)
         min_e = min([a[1] for a in acks], default=self.endpoints_gen)
-        count = 0
-        for path, (tag, gen) in list(self.live.items()):
-            current = self.routes_gen if tag == "r" else self.endpoints_gen
-            floor = min_r if tag == "r" else min_e
-            if gen < current and gen < floor:
-                _unlink(path)
-                del self.live[path]
-                count += 1
+        keep: list[Region] = []
+        for region in self.live:
+            current, floor = (self.routes_gen, min_r) if region.tag == "r" else (self.endpoints_gen, min_e)
+            if region.gen < current and region.gen < floor:
+                continue
+            keep.append(region)
+        count = len(self.live) - len(keep)
+        self.live = keep
+        used = {r.arena for r in keep}
+        for ident in [i for i in self.arenas if i not in used and self.arenas[i] is not self.arena]:
+            self.arenas.pop(ident).close()
         return count
 
+    def live_segments(self) -> set[str]:
+        """The live segments as "r<gen>"/"e<gen>" names (for tests and /debug)."""
+        return {f"{r.tag}{r.gen}" for r in self.live}
+
     def close(self) -> None:
-        """Unlink every segment and the control block (readers keep their mappings until they exit)."""
+        """Unlink the arenas and the control block (readers keep their mappings until they exit)."""
         if self.closed:
             return
         self.closed = True
-        for path in list(self.live):
-            _unlink(path)
+        for arena in self.arenas.values():
+            arena.close()
+        self.arenas.clear()
         self.live.clear()
         _unlink(self.control_path)
 
@@ -225,7 +327,7 @@ def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
 
 
 class TableReader:
-    """A worker's end: notice a new generation, map it, hand back a TableView; ack and heartbeat."""
+    """A worker's end: notice a new generation, swap to it, hand back a TableView; ack and heartbeat."""
 
     def __init__(self, control_path: str, slot: int) -> None:
         self.control_path = control_path
@@ -239,9 +341,28 @@ class TableReader:
         row[SL_PID] = os.getpid()
         self.word = 0
         self.view: TableView | None = None
-        # superseded views, dropped later by release_retired(): unmapping costs tens of microseconds,
-        # which the swap itself should not pay (a grace period, as in RCU)
+        self.arenas: dict[int, memoryview] = {}
+        # superseded views: dropped by release_retired() on the worker's slow tick, off the swap path
         self.retired: list[TableView] = []
+
+    def _arena(self, ident: int) -> memoryview:
+        mv = self.arenas.get(ident)
+        if mv is None:
+            mv = memoryview(_map_file(f"{self.prefix}-a{ident}"))
+            # older arenas stay mapped only while a view still holds them
+            self.arenas = {i: v for i, v in self.arenas.items() if i > ident - 2}
+            self.arenas[ident] = mv
+        return mv
+
+    def _segment(self, ring: np.ndarray, gen: int) -> memoryview:
+        row = ring[gen % DESC_SLOTS]
+        first, arena, offset, length = row.tolist()
+        if first != gen or int(row[D_GEN]) != gen:  # re-read: the writer may be rewriting this descriptor
+            raise TableError(f"generation {gen} is not described (yet, or any more)")
+        mv = self._arena(arena)
+        if offset < 0 or offset + length > len(mv):
+            raise TableError(f"generation {gen} lies outside arena {arena}")
+        return mv[offset: offset + length]
 
     def poll(self) -> TableView | None:
         """A new TableView when the generation word changed and its segments are sound, else None.
@@ -253,21 +374,15 @@ class TableReader:
             return None
         rgen, egen = unpack_word(word)
         old = self.view
-        endpoints: EndpointTable | None = None
         if old is not None and old.routes.generation == rgen:
             routes = old.routes  # endpoints-only change: route caches survive
         else:
-            mm = _map_file(f"{self.prefix}-r{rgen}")
-            buf = memoryview(mm)
-            split = s.segment_length(buf)
-            routes = RouteTable(buf[:split], keep=mm)
-            embedded = EndpointTable(buf[split:], keep=mm)
-            if embedded.generation == egen:
-                endpoints = embedded
-        if endpoints is None:
-            mm = _map_file(f"{self.prefix}-e{egen}")
-            endpoints = EndpointTable(mm, keep=mm)
-        if endpoints.routes_generation != routes.generation:
+            routes = RouteTable(self._segment(self.ctl.routes_desc, rgen), check_trailer=False)
+        endpoints = EndpointTable(self._segment(self.ctl.endpoints_desc, egen), check_trailer=False)
+        if routes.generation != rgen or endpoints.generation != egen:
+            raise TableError(f"segments of generation ({routes.generation}, {endpoints.generation}) where "
+                             f"({rgen}, {egen}) was described: raced the writer")
+        if endpoints.routes_generation != rgen:
             raise TableError(f"endpoints generation {egen} belongs to routes {endpoints.routes_generation}")
         self.word = word
         if old is not None:
@@ -276,11 +391,11 @@ class TableReader:
         return self.view
 
     def release_retired(self) -> None:
-        """Drop superseded views (their segments are unmapped once no request holds them)."""
+        """Drop superseded views (call once no request reads them any more)."""
         self.retired.clear()
 
     def ack(self) -> None:
-        """Tell the writer which generation this reader now serves (frees older segments)."""
+        """Tell the writer which generation this reader now serves: older ones may be reused."""
         self.ctl.slots[self.slot, SL_ACK] = self.word
 
     def heartbeat(self, now_ns: int | None = None) -> None:

@@ -36,7 +36,6 @@ from fastingress.compiler.types import (
     VirtualHost,
 )
 from fastingress.model.objects import ObjectKey
-from fastingress.table import schema
 from fastingress.table.shm import SHM_DIR, TableWriter, unpack_word
 from tests.integration import shm_reader as rules
 
@@ -88,16 +87,9 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) ->
         time.sleep(0.0002)  # tiny pacing: the readers need the CPU (2 cores, 3 busy processes)
 
 
-def _needed(writer: TableWriter, rgen: int, egen: int) -> set[str]:
-    """Files serving (rgen, egen): the routes file, plus an endpoints file unless egen is embedded in it."""
-    data = Path(writer.shm_dir, f"{writer.prefix}-r{rgen}").read_bytes()
-    split = schema.segment_length(data)
-    embedded = schema.parse_header(memoryview(data)[split:], schema.KIND_ENDPOINTS).generation
-    return {f"r{rgen}"} | (set() if embedded == egen else {f"e{egen}"})
-
-
 def _files(writer: TableWriter) -> set[str]:
-    return {n[len(writer.prefix) + 1:] for n in os.listdir(writer.shm_dir) if n.startswith(writer.prefix + "-")}
+    """The live segments ("r<gen>", "e<gen>") and the control block."""
+    return {"ctl"} | writer.live_segments()
 
 
 class Reader:
@@ -183,11 +175,11 @@ def test_publish_under_churn_never_shows_a_torn_table(where: str, tmp_path: Path
         assert victim.err.read_text() == ""
 
         # the dead reader's last ack still holds its generations back, until it is reaped
-        assert _needed(writer, *kept) <= _files(writer)
+        assert {f"r{kept[0]}", f"e{kept[1]}"} <= _files(writer)
         assert [pid for _, pid, _, _ in writer.readers()] == [victim.proc.pid]  # the survivor released its slot
         assert writer.reap_dead_readers() == [victim.proc.pid]
         writer.reclaim()
-        assert _files(writer) == {"ctl"} | _needed(writer, rgen, PUBLISHES)
+        assert _files(writer) == {"ctl", f"r{rgen}", f"e{PUBLISHES}"}
     finally:
         for r in readers:
             r.stop()

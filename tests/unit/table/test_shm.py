@@ -27,6 +27,11 @@ from fastingress.errors import TableError
 from fastingress.model.objects import ObjectKey
 from fastingress.table import schema as s
 from fastingress.table.shm import (
+    D_ARENA,
+    D_GEN,
+    D_LENGTH,
+    D_OFFSET,
+    DESC_SLOTS,
     SHM_DIR,
     SL_ACK,
     SL_PID,
@@ -69,6 +74,11 @@ def writer(tmp_path: Path) -> Iterator[TableWriter]:
 
 
 def _files(writer: TableWriter) -> set[str]:
+    """The live segments ("r<gen>", "e<gen>") and the control block."""
+    return {"ctl"} | writer.live_segments()
+
+
+def _disk(writer: TableWriter) -> set[str]:
     return {name[len(writer.prefix) + 1:] for name in os.listdir(writer.shm_dir) if name.startswith(writer.prefix)}
 
 
@@ -96,7 +106,7 @@ def test_publish_poll_ack(writer: TableWriter) -> None:
     reader.ack()
     reader.heartbeat(now_ns=123)
     assert writer.readers() == [(0, os.getpid(), pack_word(1, 1), 123)]
-    assert _files(writer) == {"ctl", "r1"}  # a full publish is one file: routes + their endpoints
+    assert _files(writer) == {"ctl", "r1", "e1"}
 
 
 def test_first_publish_needs_routes(writer: TableWriter) -> None:
@@ -134,11 +144,11 @@ def test_reclaim_waits_for_every_live_reader(writer: TableWriter) -> None:
     fast.poll()
     fast.ack()  # fast is at (2, 3); slow still holds (1, 1)
     assert writer.reclaim() == 0
-    assert _files(writer) == {"ctl", "r1", "r2", "e3"}
+    assert _files(writer) == {"ctl", "r1", "r2", "e1", "e2", "e3"}
     slow.poll()  # seeing a generation is not enough: only an ack releases the old one
     assert writer.reclaim() == 0
     slow.ack()
-    assert writer.reclaim() == 1
+    assert writer.reclaim() == 3
     assert _files(writer) == {"ctl", "r2", "e3"}
     assert slow.view is not None and slow.view.generation == (2, 3)
 
@@ -147,17 +157,17 @@ def test_unacknowledged_new_reader_holds_everything(writer: TableWriter) -> None
     writer.publish(routes("a"), endpoints(1))
     reader = TableReader(writer.control_path, 2)  # attached, never acked: it may be mapping generation 1
     writer.publish(routes("b"), endpoints(2))
-    assert _files(writer) == {"ctl", "r1", "r2"}
+    assert _files(writer) == {"ctl", "r1", "r2", "e1", "e2"}
     assert reader.poll() is not None
     reader.ack()
     writer.reclaim()
-    assert _files(writer) == {"ctl", "r2"}
+    assert _files(writer) == {"ctl", "r2", "e2"}
 
 
 def test_without_readers_only_the_current_generation_stays(writer: TableWriter) -> None:
     for i in range(5):
         writer.publish(routes(f"h{i}") if i % 2 == 0 else None, endpoints(i))
-    assert _files(writer) == {"ctl", "r3"}  # the last publish was full: r3 holds endpoints generation 5
+    assert _files(writer) == {"ctl", "r3", "e5"}
 
 
 def test_free_slot_releases_the_hold(writer: TableWriter) -> None:
@@ -170,7 +180,7 @@ def test_free_slot_releases_the_hold(writer: TableWriter) -> None:
     writer.free_slot(1)
     assert writer.readers() == []
     writer.reclaim()
-    assert _files(writer) == {"ctl", "r2"}
+    assert _files(writer) == {"ctl", "r2", "e2"}
 
 
 def test_reap_dead_readers(writer: TableWriter) -> None:
@@ -187,8 +197,8 @@ def test_reap_dead_readers(writer: TableWriter) -> None:
     assert writer.reap_dead_readers() == [DEAD_PID]
     assert [pid for _, pid, _, _ in writer.readers()] == [os.getpid()]
     assert int(writer.ctl.slots[3, SL_ACK]) == 0
-    assert writer.reclaim() == 1
-    assert _files(writer) == {"ctl", "r2"}
+    assert writer.reclaim() == 2
+    assert _files(writer) == {"ctl", "r2", "e2"}
     assert writer.reap_dead_readers() == []
 
 
@@ -206,8 +216,9 @@ def test_close_leaves_nothing(tmp_path: Path) -> None:
     reader = TableReader(w.control_path, 0)
     w.publish(routes("a"), endpoints(1))
     reader.poll()
-    w.publish(routes("b"), endpoints(2))  # the reader holds generation 1 back: two generations on disk
-    assert len(_files(w)) == 3
+    w.publish(routes("b"), endpoints(2))  # the reader holds generation 1 back: two generations live
+    assert len(_files(w)) == 5
+    assert _disk(w) == {"ctl", "a1"}  # one arena holds them all
     w.close()
     assert os.listdir(tmp_path) == []
     assert reader.view is not None  # a mapping outlives the unlinked names
@@ -233,8 +244,8 @@ def test_close_leaves_nothing_in_dev_shm() -> None:
 
 
 def test_remove_stale_segments(tmp_path: Path) -> None:
-    dead = [f"fastingress-{DEAD_PID}-0badf00d{suffix}" for suffix in ("-ctl", "-r1", "-e12", "-r2.tmp")]
-    live = [f"fastingress-1-0000beef{suffix}" for suffix in ("-ctl", "-r1", "-e1")]  # pid 1 always runs
+    dead = [f"fastingress-{DEAD_PID}-0badf00d{suffix}" for suffix in ("-ctl", "-a1", "-a12", "-stats")]
+    live = [f"fastingress-1-0000beef{suffix}" for suffix in ("-ctl", "-a1", "-stats")]  # pid 1 always runs
     mine = [f"fastingress-{os.getpid()}-12345678-ctl"]
     foreign = ["fastingress-notapid-ctl", f"other-{DEAD_PID}-0badf00d-ctl", f"fastingress-{DEAD_PID}-xyz-ctl"]
     for name in dead + live + mine + foreign:
@@ -245,7 +256,7 @@ def test_remove_stale_segments(tmp_path: Path) -> None:
 
 
 def test_a_new_writer_removes_stale_segments(tmp_path: Path) -> None:
-    stale = tmp_path / f"fastingress-{DEAD_PID}-0badf00d-r7"
+    stale = tmp_path / f"fastingress-{DEAD_PID}-0badf00d-a7"
     stale.write_bytes(b"x")
     w = TableWriter(shm_dir=str(tmp_path))
     try:
@@ -259,7 +270,7 @@ def test_missing_segment_keeps_the_view(writer: TableWriter) -> None:
     writer.publish(routes("a"), endpoints(1))
     before = reader.poll()
     writer.publish(routes("b"), endpoints(2))
-    os.unlink(os.path.join(writer.shm_dir, f"{writer.prefix}-r2"))
+    writer.ctl.routes_desc[2 % DESC_SLOTS, D_GEN] = -1  # generation 2 no longer described
     with pytest.raises(TableError):
         reader.poll()
     assert reader.view is before and reader.word == pack_word(1, 1)
@@ -270,22 +281,30 @@ def test_missing_segment_keeps_the_view(writer: TableWriter) -> None:
     assert _upstream_and_port(reader, b"c.test") == ("c", 3)
 
 
-@pytest.mark.parametrize("damage", ["empty", "truncated", "foreign_routes_generation"])
+@pytest.mark.parametrize("damage", ["empty", "truncated", "foreign_routes_generation", "outside_arena",
+                                    "missing_arena", "overwritten"])
 def test_bad_segment_keeps_the_view(writer: TableWriter, damage: str) -> None:
     reader = TableReader(writer.control_path, 0)
     writer.publish(routes("a"), endpoints(1))
     before = reader.poll()
     writer.publish(None, endpoints(2))
-    path = os.path.join(writer.shm_dir, f"{writer.prefix}-e2")
+    desc = writer.ctl.endpoints_desc[2 % DESC_SLOTS]
+    arena, offset, length = int(desc[D_ARENA]), int(desc[D_OFFSET]), int(desc[D_LENGTH])
     seg = bytearray(endpoints(2))
     if damage == "empty":
-        seg = bytearray()
+        desc[D_LENGTH] = 0
     elif damage == "truncated":
-        s.stamp_generation(seg, 2, 1)
-        seg = seg[: len(seg) // 2]
-    else:
+        desc[D_LENGTH] = length // 2
+    elif damage == "foreign_routes_generation":
         s.stamp_generation(seg, 2, 9)  # an endpoints segment written for another routes generation
-    Path(path).write_bytes(bytes(seg))
+        writer.arenas[arena].write(offset, seg)
+    elif damage == "outside_arena":
+        desc[D_OFFSET] = writer.arenas[arena].capacity
+    elif damage == "missing_arena":
+        desc[D_ARENA] = 99
+    else:
+        s.stamp_generation(seg, 3, 1)  # the space was reused by a later generation meanwhile
+        writer.arenas[arena].write(offset, seg)
     with pytest.raises(TableError):
         reader.poll()
     assert reader.view is before
