@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fastingress workers tests loadtest
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy --strict fastingress workers
 
 test: lint
 	$(PY) -m pytest -q tests
