@@ -49,6 +49,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "Port clients use for HTTPS, named in HTTP->HTTPS redirects unless it is 443.")] = 443
     drain_timeout_s: Annotated[float, _doc(
         "On SIGTERM, how long in-flight requests may take to finish before connections are closed.")] = 25.0
+    worker_heartbeat_timeout_s: Annotated[float, _doc(
+        "A worker whose event loop wrote no heartbeat for this long is terminated and replaced.")] = 10.0
+    worker_module: Annotated[str, _doc(
+        "Python module the supervisor runs as each worker process (`python -m`); tests substitute a fake.")] = (
+        "workers.main")
     timeout_header_read_s: Annotated[float, _doc(
         "Absolute deadline for a request head, from accept or the end of the previous response (408).")] = 10.0
     timeout_body_idle_s: Annotated[float, _doc(

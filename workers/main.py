@@ -127,9 +127,14 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     access = AccessLog() if settings.access_log else None
     ctx = WorkerContext(settings, loop, None, stats, access, args.worker_id)
     watch = TableWatch(reader, ctx)
-    watch.poll()
     try:
         sock = bind_reuseport(settings.bind_address, settings.http_port)
+    except OSError as exc:
+        log.error("cannot bind %s:%d: %s", settings.bind_address, settings.http_port, exc,
+                  extra={"worker": args.worker_id})
+        return ExitCode.BOOT_FAILED
+    watch.poll()  # the first ack says "ready": only after the port is bound, so a rolling restart never loses capacity
+    try:
         server = await loop.create_server(lambda: DownstreamProtocol(ctx), sock=sock, backlog=LISTEN_BACKLOG)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.bind_address, settings.http_port, exc,
