@@ -91,14 +91,16 @@ def run(iterations: int) -> float:
     for _ in range(1000):  # warm the caches (host matcher, route entries, endpoints)
         down.data_received(REQUEST)
         up.data_received(RESPONSE)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        down.data_received(REQUEST)
-        up.data_received(RESPONSE)
-    elapsed = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(5):  # the minimum of 5 rounds: the least disturbed by other processes
+        start = time.perf_counter()
+        for _ in range(iterations // 5):
+            down.data_received(REQUEST)
+            up.data_received(RESPONSE)
+        best = min(best, time.perf_counter() - start)
     assert ctx.pools.idle_count() == 1 and not down_transport.closed, "the benchmark left the keep-alive path"
     loop.close()
-    return elapsed / iterations
+    return best / (iterations // 5)
 
 
 def main() -> None:

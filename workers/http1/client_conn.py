@@ -42,6 +42,25 @@ class ResponseHead:
         self.connection_tokens: tuple[bytes, ...] = ()
 
 
+_RESPONSE_SPECIAL = HOP_BY_HOP | {_CL}
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade"})  # tokens that name no field to drop
+
+
+def _interpret(head: ResponseHead, lname: bytes, value: bytes) -> None:
+    """Framing and hop-by-hop response fields: recorded on the head, never forwarded as received."""
+    if lname == _CONNECTION:
+        head.connection_tokens += tuple(t.strip(b" \t").lower() for t in value.split(b",") if t.strip())
+    elif lname == _CL:
+        if head.content_length != -1 and str(head.content_length).encode() != value:
+            head.content_length = -2  # conflicting lengths (llhttp refuses duplicates; kept explicit)
+        else:
+            head.content_length = int(value) if value.isdigit() and len(value) <= 18 else -2
+    elif lname == _TE:
+        head.chunked = True
+    elif lname == b"upgrade":
+        head.upgrade = value.lower()
+
+
 class _HeadComplete(Exception):
     """Raised from on_headers_complete to stop parsing a HEAD response at its head (item 19)."""
 
@@ -49,7 +68,7 @@ class _HeadComplete(Exception):
 class ClientConn:
     """Parses responses from one backend connection."""
 
-    __slots__ = ("_head", "_head_bytes", "_head_request", "_parser", "_reason", "body_received", "complete",
+    __slots__ = ("_head", "_head_bytes", "_head_request", "_parser", "_raw", "_reason", "body_received", "complete",
                  "events", "expecting", "in_message", "limits", "reusable")
 
     def __init__(self, limits: Limits) -> None:
@@ -62,6 +81,7 @@ class ClientConn:
 
     def _reset(self) -> None:
         self._head: ResponseHead | None = None
+        self._raw: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._head_bytes = 0
         self.in_message = False
@@ -125,39 +145,31 @@ class ClientConn:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        head = self._head
-        if head is None:
-            head = self._head = ResponseHead()
-        if len(head.fields) >= self.limits.header_count:
-            raise RemoteProtocolError("too many response header fields", 502)
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname == _CL:
-            if lname == _CONNECTION:
-                head.connection_tokens += tuple(t.strip(b" \t").lower() for t in value.split(b",") if t.strip())
-            elif lname == _CL:
-                head.content_length = int(value) if value.strip().isdigit() else -2
-            elif lname == _TE:
-                head.chunked = True
-            elif lname == b"upgrade":
-                head.upgrade = value.strip().lower()
-            return
-        head.fields.append((name, value.strip(b" \t")))
+        self._raw.append((name, value))  # hot path: only record; interpreted once in on_headers_complete
 
     def on_headers_complete(self) -> None:
-        head = self._head
-        if head is None:
-            head = self._head = ResponseHead()
+        raw = self._raw
+        if len(raw) > self.limits.header_count:
+            raise RemoteProtocolError("too many response header fields", 502)
+        self._head = head = ResponseHead()
+        fields = head.fields
+        for name, value in raw:
+            lname = name.lower()
+            if lname in _RESPONSE_SPECIAL:
+                _interpret(head, lname, value.strip(b" \t"))
+            else:
+                fields.append((name, value.rstrip(b" \t")))
         parser = self._parser
         head.status = status = parser.get_status_code()
         head.reason = self._reason
-        head.version = parser.get_http_version().encode()
+        head.version = b"1.1" if parser.get_http_version() == "1.1" else b"1.0"
         head.keep_alive = parser.should_keep_alive()
         if head.content_length == -2:
             raise RemoteProtocolError("invalid Content-Length from backend", 502)
-        if head.connection_tokens:
-            drop = set(head.connection_tokens)
-            head.fields = [(n, v) for n, v in head.fields if n.lower() not in drop]
-        if 100 <= status < 200 and (head.content_length >= 0 or head.chunked):
+        drop = head.connection_tokens
+        if drop and any(t not in _CONNECTION_OPTIONS for t in drop):
+            head.fields = [(n, v) for n, v in fields if n.lower() not in drop]
+        if status < 200 and (head.content_length >= 0 or head.chunked):
             raise RemoteProtocolError("1xx response with a body", 502)
         self.events.append((EV_HEAD, head))
         if self._head_request and status >= 200:

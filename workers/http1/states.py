@@ -12,13 +12,15 @@ import enum
 from workers.http1.errors import LocalProtocolError
 
 
-class ConnState(enum.Enum):
-    IDLE = "IDLE"  # between messages (or before the first)
-    RECV_HEAD = "RECV_HEAD"  # message begun, head incomplete: head limits apply
-    RECV_BODY = "RECV_BODY"  # head complete, body (possibly empty) in progress
-    MUST_CLOSE = "MUST_CLOSE"  # last message done and the connection is not reusable
-    TUNNEL = "TUNNEL"  # upgraded: bytes are relayed, no more HTTP
-    ERROR = "ERROR"  # final: no further input accepted
+class ConnState(enum.IntEnum):
+    # IntEnum, not Enum: hashing and comparing an Enum member runs Python code (Enum.__hash__), an
+    # IntEnum member is an int (hot path: three transitions per request; measured with bench_hotpath)
+    IDLE = 0  # between messages (or before the first)
+    RECV_HEAD = 1  # message begun, head incomplete: head limits apply
+    RECV_BODY = 2  # head complete, body (possibly empty) in progress
+    MUST_CLOSE = 3  # last message done and the connection is not reusable
+    TUNNEL = 4  # upgraded: bytes are relayed, no more HTTP
+    ERROR = 5  # final: no further input accepted
 
 
 TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
