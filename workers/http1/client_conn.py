@@ -104,8 +104,8 @@ class ClientConn:
 
     def _feed(self, data: bytes) -> tuple[list[tuple[int, object]], RemoteProtocolError | None]:
         events = self.events = []
-        if not self.in_message and self._head is None:
-            self._head_bytes += len(data)
+        if self._head is None:
+            self._head_bytes += len(data)  # a head arriving over several reads (checked below)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -120,7 +120,7 @@ class ClientConn:
                 return events, RemoteProtocolError(f"bad response: {exc}", 502)
         except httptools.HttpParserError as exc:
             return events, RemoteProtocolError(f"bad response: {exc}", 502)
-        if self._head is None and self.in_message and self._head_bytes > self.limits.response_head_bytes:
+        if self._head is None and self._head_bytes > self.limits.response_head_bytes:
             return events, RemoteProtocolError("response head too large", 502)
         return events, None
 
@@ -153,12 +153,16 @@ class ClientConn:
             raise RemoteProtocolError("too many response header fields", 502)
         self._head = head = ResponseHead()
         fields = head.fields
+        size = len(self._reason)
         for name, value in raw:
+            size += len(name) + len(value)
             lname = name.lower()
             if lname in _RESPONSE_SPECIAL:
                 _interpret(head, lname, value.strip(b" \t"))
             else:
                 fields.append((name, value.rstrip(b" \t")))
+        if size > self.limits.response_head_bytes:  # a whole oversized head may arrive in one read
+            raise RemoteProtocolError("response head too large", 502)
         parser = self._parser
         head.status = status = parser.get_status_code()
         head.reason = self._reason

@@ -13,6 +13,8 @@ Must not: do I/O, read clocks, log, or resynchronise after an error (ERROR is fi
 
 from __future__ import annotations
 
+import re
+
 import httptools
 
 from fastingress.table.normalize import normalize_host, normalize_path
@@ -43,6 +45,19 @@ FORWARDED_FIELDS = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forw
 _SPECIAL = HOP_BY_HOP | FORWARDED_FIELDS | {_HOST, _CL, _EXPECT}
 _METHODS_REFUSED = frozenset({b"CONNECT", b"TRACE"})
 _DIGITS = b"0123456789"
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # RFC 9110 5.6.2
+_VERSION_AT_END = re.compile(rb" [A-Z]+/(\d+)\.\d+\s*$")
+RECENT_TAKE = 48 * 1024  # a head is at most 32 KiB: its request line is within what we keep
+RECENT_KEEP = 40 * 1024
+
+
+def _last_request_line(recent: bytes) -> bytes:
+    """The line the parser stopped in: the last line that starts a request (best effort, errors only)."""
+    lines = [line for line in recent.split(b"\n") if line.strip(b"\r")]
+    for line in reversed(lines):
+        if b" " in line and b":" not in line.split(b" ", 1)[0]:
+            return line.rstrip(b"\r")
+    return lines[0] if lines else b""
 
 
 class RequestHead:
@@ -72,8 +87,8 @@ class RequestHead:
 class ServerConn:
     """Parses requests from one client connection; see the module docstring."""
 
-    __slots__ = ("_chunk_overhead", "_head", "_head_bytes", "_parser", "_raw", "_url", "body_received", "events",
-                 "limits", "state")
+    __slots__ = ("_chunk_overhead", "_head", "_head_bytes", "_parser", "_raw", "_recent", "_url", "body_received",
+                 "events", "limits", "state")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -86,6 +101,7 @@ class ServerConn:
         self._head_bytes = 0
         self._chunk_overhead = 0
         self.body_received = 0
+        self._recent = b""
 
     def _set_state(self, new: ConnState) -> None:
         check_transition(self.state, new)
@@ -105,6 +121,9 @@ class ServerConn:
         state = self.state
         if state is ERROR or state is MUST_CLOSE or state is TUNNEL:
             return None, None  # nothing more is parsed on this connection
+        if state is not RECV_BODY:
+            # the bytes a head may be in, to check its request line (llhttp does not expose it)
+            self._recent = self._recent[-RECENT_KEEP:] + data[:RECENT_TAKE]
         try:
             if state is RECV_BODY or len(data) <= HEAD_FEED_SLICE:
                 self._feed_counted(data)
@@ -117,7 +136,7 @@ class ServerConn:
             return None, exc
         except httptools.HttpParserError as exc:
             self.state = ERROR
-            return None, self._map_parser_error(exc)
+            return None, self._map_parser_error(exc, self._recent)
         return None, None
 
     def _feed_counted(self, data: bytes) -> None:
@@ -171,19 +190,22 @@ class ServerConn:
             return self.events, None
         return self.feed(tail)
 
-    def _map_parser_error(self, exc: Exception) -> RemoteProtocolError:
+    def _map_parser_error(self, exc: Exception, recent: bytes) -> RemoteProtocolError:
         """http1-hardening item 3: parser errors to statuses; our own errors come back as __context__."""
         inner = exc.__context__
         if isinstance(inner, RemoteProtocolError):
             return inner
+        line = _last_request_line(recent)
         if isinstance(exc, httptools.HttpParserInvalidMethodError):
-            return RemoteProtocolError(f"invalid method: {exc}", 501 if self._url == b"" else 400)
+            token = line.split(b" ", 1)[0]
+            tchar_only = bool(token) and not token.translate(None, _TCHAR)
+            return RemoteProtocolError(f"invalid method: {exc}", 501 if tchar_only else 400)
         if isinstance(exc, httptools.HttpParserInvalidURLError):
             return RemoteProtocolError(f"invalid request-target: {exc}", 400)
-        message = str(exc)
-        if "version" in message.lower():
-            return RemoteProtocolError(f"unsupported HTTP version: {message}", 505)
-        return RemoteProtocolError(f"malformed request: {message}", 400)
+        version = _VERSION_AT_END.search(line)
+        if version is not None and int(version.group(1)) >= 2:
+            return RemoteProtocolError(f"HTTP/{version.group(1).decode()} is not supported", 505)
+        return RemoteProtocolError(f"malformed request: {exc}", 400)
 
     # --- httptools callbacks: record only ---
     def on_message_begin(self) -> None:
@@ -215,6 +237,9 @@ class ServerConn:
 
     def on_headers_complete(self) -> None:
         head = build_request_head(self._parser, self._url, self._raw, self.limits)
+        # hardening item 5: the request line must end in HTTP/1.x (llhttp also accepts RTSP/ and ICE/)
+        if b" " + self._url + b" HTTP/1." not in self._recent:
+            raise RemoteProtocolError("the request line must end in HTTP/1.0 or HTTP/1.1", 400)
         self._head = head
         self._set_state(RECV_BODY)
         self.events.append((EV_HEAD, head))

@@ -290,6 +290,11 @@ class Exchange:
             self.bytes_out += len(data)
             self.down.write(data)
         if error is not None:
+            if ended and self.up is not None:
+                # surplus bytes after a complete response (hardening item 20): the response stands,
+                # only that backend connection is poisoned
+                self.up.conn.reusable = False
+                return self.response_complete()
             return self.upstream_failed("bad_response")
         if tail is not None or (ended and self.state == TUNNEL):
             return self.start_tunnel(tail or b"")

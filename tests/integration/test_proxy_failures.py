@@ -1,0 +1,282 @@
+"""Failure handling end to end: dead endpoints, no endpoints, timeouts (upstream, slowloris, keep-alive),
+a worker killed under load, table swaps under load, and a graceful drain on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import (
+    RawClient,
+    get,
+    ingress,
+    metric_values,
+    service,
+    start_proxy,
+    wait_until,
+    worker_pids,
+    write_manifests,
+)
+from tests.support.backends import Received, RecordingBackend, ok_response
+from tests.support.proxy import ServedProxy
+
+pytestmark = pytest.mark.integration
+
+UPSTREAM_TIMEOUT_S = 1.0
+HEADER_TIMEOUT_S = 1.0
+KEEPALIVE_IDLE_S = 1.0
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _slow(req: Received) -> bytes | None:
+    if req.target.startswith(b"/slow"):
+        time.sleep(3)
+    return ok_response("slowb")(req)
+
+
+class Env:
+    def __init__(self, proxy: ServedProxy, backends: dict[str, RecordingBackend]) -> None:
+        self.proxy = proxy
+        self.port = proxy.http_port
+        self.backends = backends
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    half = RecordingBackend("half")  # listens on 127.0.0.1 only: 127.0.0.2 on its port refuses
+    slow = RecordingBackend("slowb", respond=_slow)
+    plain = RecordingBackend("plain")
+    directory: Path = tmp_path_factory.mktemp("failures")
+    write_manifests(directory / "site.yaml", [
+        service("half", half.port, addresses="127.0.0.2 127.0.0.1"),
+        service("down", _closed_port(), addresses="127.0.0.1 127.0.0.2"),
+        service("empty", 8080, addresses=""),
+        service("slowb", slow.port),
+        service("plain", plain.port),
+        ingress("site", [("half.test", [("/", "Prefix", "half")]), ("down.test", [("/", "Prefix", "down")]),
+                         ("empty.test", [("/", "Prefix", "empty")]), ("missing.test", [("/", "Prefix", "nosvc")]),
+                         ("slow.test", [("/", "Prefix", "slowb")]), ("plain.test", [("/", "Prefix", "plain")])]),
+    ])
+    proxy = start_proxy(directory, workers=2, env={
+        "FASTINGRESS_TIMEOUT_UPSTREAM_RESPONSE_S": str(UPSTREAM_TIMEOUT_S),
+        "FASTINGRESS_TIMEOUT_HEADER_READ_S": str(HEADER_TIMEOUT_S),
+        "FASTINGRESS_TIMEOUT_KEEPALIVE_IDLE_S": str(KEEPALIVE_IDLE_S),
+    })
+    try:
+        yield Env(proxy, {"half": half, "slow": slow, "plain": plain})
+    finally:
+        proxy.stop()
+        for b in (half, slow, plain):
+            b.close()
+
+
+# --- endpoints ---------------------------------------------------------------------------------------
+def test_dead_endpoint_is_retried_on_the_other(env: Env) -> None:
+    statuses = [get(env.port, f"/r{i}", host="half.test").status for i in range(30)]
+    assert statuses == [200] * 30
+    assert len([r for r in env.backends["half"].requests if r.target.startswith(b"/r")]) == 30
+
+
+def test_all_endpoints_refuse_502_quickly(env: Env) -> None:
+    t0 = time.monotonic()
+    r = get(env.port, "/", host="down.test")
+    assert r.status == 502, r
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_service_without_endpoints_503(env: Env) -> None:
+    assert get(env.port, "/", host="empty.test").status == 503
+
+
+def test_missing_service_503(env: Env) -> None:
+    assert get(env.port, "/", host="missing.test").status == 503
+
+
+def test_no_route_404(env: Env) -> None:
+    assert get(env.port, "/", host="nothing.test").status == 404
+
+
+# --- timeouts ----------------------------------------------------------------------------------------
+def test_slow_backend_504(env: Env) -> None:
+    t0 = time.monotonic()
+    r = get(env.port, "/slow", host="slow.test", timeout_s=10)
+    elapsed = time.monotonic() - t0
+    assert r.status == 504, r
+    assert UPSTREAM_TIMEOUT_S * 0.9 <= elapsed <= UPSTREAM_TIMEOUT_S + 1.5, elapsed
+
+
+def test_slowloris_gets_408_and_close(env: Env) -> None:
+    head = b"GET / HTTP/1.1\r\nHost: plain.test\r\nX-Slow: " + b"s" * 200
+    t0 = time.monotonic()
+    received = b""
+    with socket.create_connection(("127.0.0.1", env.port), timeout=5) as sock:
+        sock.settimeout(0.2)  # the pace of the slow client: one byte per 0.2 s unless the proxy answers
+        closed = False
+        for byte in head:
+            try:
+                sock.sendall(bytes((byte,)))
+            except OSError:
+                break
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            received += chunk
+        if not closed:
+            sock.settimeout(max(0.01, t0 + 3 - time.monotonic()))
+            try:
+                while chunk := sock.recv(4096):
+                    received += chunk
+            except (TimeoutError, ConnectionResetError):
+                pass
+    elapsed = time.monotonic() - t0
+    assert received.startswith(b"HTTP/1.1 408 "), received
+    assert elapsed <= HEADER_TIMEOUT_S + 1.5, elapsed
+
+
+def test_idle_keepalive_closed(env: Env) -> None:
+    with RawClient(env.port) as c:
+        c.send(b"GET /ka HTTP/1.1\r\nHost: plain.test\r\n\r\n")
+        assert c.read().status == 200
+        t0 = time.monotonic()
+        rest = c.wait_closed(KEEPALIVE_IDLE_S + 3)
+        elapsed = time.monotonic() - t0
+    assert rest == b"", rest
+    assert KEEPALIVE_IDLE_S * 0.9 <= elapsed <= KEEPALIVE_IDLE_S + 1.5, elapsed
+
+
+# --- workers and tables under load -------------------------------------------------------------------
+class Load:
+    """A thread doing GETs in a loop, each on a fresh connection; counts outcomes with timestamps."""
+
+    def __init__(self, port: int, host: str, path: str = "/load") -> None:
+        self.port, self.host, self.path = port, host, path
+        self.ok = 0
+        self.failures: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                r = get(self.port, self.path, host=self.host, timeout_s=5)
+                if r.status == 200:
+                    self.ok += 1
+                else:
+                    self.failures.append((time.monotonic(), f"status {r.status}: {r.body[:100]!r}"))
+            except (OSError, ConnectionError) as exc:
+                self.failures.append((time.monotonic(), repr(exc)))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_killed_worker_is_replaced_and_the_other_keeps_serving(
+        tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
+    rec = RecordingBackend("kill")
+    try:
+        write_manifests(tmp_path / "m.yaml", [service("kill", rec.port),
+                                              ingress("k", [("kill.test", [("/", "Prefix", "kill")])])])
+        proxy = proxy_factory(tmp_path, workers=2)
+        old = wait_until(lambda: (lambda p: p if len(p) == 2 else None)(worker_pids(proxy)), what="2 workers")
+        with Load(proxy.http_port, "kill.test") as load:
+            wait_until(lambda: load.ok >= 50, what="load running")
+            victim = old[0]
+            os.kill(victim, signal.SIGKILL)
+            killed_at_ok = load.ok
+            new = wait_until(lambda: [p for p in worker_pids(proxy) if p not in old], timeout_s=15,
+                             what="a replacement worker")
+            wait_until(lambda: len(worker_pids(proxy)) == 2, what="two workers again")
+            served_meanwhile = load.ok - killed_at_ok
+            after = load.ok
+            wait_until(lambda: load.ok >= after + 50, what="load continuing after the replacement")
+        assert new and victim not in worker_pids(proxy)
+        assert served_meanwhile > 0 or load.ok > after, "the surviving worker did not serve"
+        assert len(load.failures) <= 2, f"more failures than requests in flight: {load.failures}"
+    finally:
+        rec.close()
+
+
+def test_table_swaps_under_load_fail_nothing(tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
+    rec = RecordingBackend("stable")
+    try:
+        write_manifests(tmp_path / "stable.yaml", [service("stable", rec.port),
+                                                   ingress("stable", [("stable.test", [("/", "Prefix", "stable")])])])
+        churn_a = [ingress("churn", [("churn-a.test", [("/", "Prefix", "stable")])])]
+        churn_b = [ingress("churn", [("churn-a.test", [("/", "Prefix", "stable")]),
+                                     ("churn-b.test", [("/x", "Exact", "stable")])])]
+        write_manifests(tmp_path / "churn.yaml", churn_a)
+        proxy = proxy_factory(tmp_path, workers=2, env={"FASTINGRESS_MANIFESTS_POLL_S": "0.01"})
+        start_gen = max(metric_values(proxy, "table_routes_generation"), default=0)
+        rewrites = 0
+        with Load(proxy.http_port, "stable.test") as load:
+            deadline = time.monotonic() + 4.0
+            while time.monotonic() < deadline:
+                write_manifests(tmp_path / "churn.yaml", churn_b if rewrites % 2 == 0 else churn_a)
+                rewrites += 1
+                time.sleep(0.01 + 0.01 * (rewrites % 2))  # the churn pace: 10-20 ms between rewrites
+            requests_during = load.ok
+        end_gen = max(metric_values(proxy, "table_routes_generation"), default=0)
+        assert load.failures == [], load.failures[:5]
+        assert requests_during > 100
+        assert end_gen - start_gen >= 5, f"generation went {start_gen} -> {end_gen} over {rewrites} rewrites"
+    finally:
+        rec.close()
+
+
+def test_sigterm_drains_in_flight_request(tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
+    arrived = threading.Event()
+
+    def respond(req: Received) -> bytes | None:
+        arrived.set()
+        time.sleep(2)  # the backend's delay (the request stays in flight while the proxy drains)
+        return ok_response("drain")(req)
+
+    rec = RecordingBackend("drain", respond=respond)
+    try:
+        write_manifests(tmp_path / "m.yaml", [service("drain", rec.port),
+                                              ingress("d", [("drain.test", [("/", "Prefix", "drain")])])])
+        proxy = proxy_factory(tmp_path, workers=2)
+        result: list[object] = []
+
+        def client() -> None:
+            try:
+                result.append(get(proxy.http_port, "/slow", host="drain.test", timeout_s=10))
+            except Exception as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        assert arrived.wait(5), "the slow request never reached the backend"
+        proxy.proc.send_signal(signal.SIGTERM)
+        thread.join(15)
+        code = proxy.proc.wait(15)
+        assert result and getattr(result[0], "status", None) == 200, result
+        assert code == 0
+    finally:
+        rec.close()
