@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -387,3 +388,18 @@ def test_normalised_path_is_what_routes(site: Site) -> None:
     assert get(site.port, "/%61pi/v1").header(b"x-backend") == b"c"
     assert get(site.port, "/exact/.").header(b"x-backend") == b"a"  # /exact/ is not Exact /exact
 
+
+
+# --- ExternalName -----------------------------------------------------------------------------------
+def test_external_name_service_resolves_by_dns(tmp_path: Path, proxy_factory: Any) -> None:
+    with start_echo("external") as echo:
+        external = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext", "namespace": "default"},
+                    "spec": {"type": "ExternalName", "externalName": "localhost",
+                             "ports": [{"name": "http", "port": echo.port}]}}
+        rule = ingress("ext", [("ext.test", [("/", "Prefix", "ext")])])
+        rule["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = {"number": echo.port}
+        write_manifests(tmp_path / "ext.yaml", [external, rule])
+        proxy = proxy_factory(tmp_path, workers=1)
+        response = get(proxy.http_port, "/via/dns", host="ext.test")
+        assert response.status == 200
+        assert response.json()["backend"] == "external" and response.json()["path"] == "/via/dns"

@@ -124,7 +124,10 @@ class Exchange:
         self.endpoints = view.endpoints.endpoints(upstream)
         self.generation = view.endpoints.generation
         if not self.endpoints:
-            return self.fail("no_endpoint")
+            if not entry.external_name:
+                return self.fail("no_endpoint")
+            # an ExternalName Service: its DNS name, resolved when connecting (getaddrinfo off the loop)
+            self.endpoints = ((entry.external_name, entry.port),)
         down = self.down
         self.request_bytes = build_upstream_request(
             head, down.peer_bytes, b"https" if down.tls else b"http",
