@@ -70,6 +70,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     limit_body_bytes: Annotated[int, _doc("Largest request body accepted (413); 0 means no limit.")] = 0
     limit_requests_per_connection: Annotated[int, _doc(
         "Requests served on one client connection before it is closed (nginx keepalive_requests).")] = 1000
+    limit_connections_per_worker: Annotated[int, _doc(
+        "Client connections one worker holds at once; more are closed at accept "
+        "(ingress-nginx max-worker-connections).")] = 16384
+    limit_connections_per_ip: Annotated[int, _doc(
+        "Client connections one address may hold on one worker (503, then closed); 0: no limit.")] = 0
+    limit_body_min_rate_bytes_s: Annotated[int, _doc(
+        "Slowest request body accepted, averaged after its first 10 s (408: slow-POST defence); 0: off.")] = 64
+    timeout_connection_lifetime_s: Annotated[float, _doc(
+        "A client connection is closed after its current response once this old (nginx keepalive_time).")] = 3600.0
     lb_algorithm: Annotated[str, _doc(
         "Endpoint choice: `round_robin` or `least_request` (power of two choices).")] = "round_robin"
     eject_consecutive_failures: Annotated[int, _doc(

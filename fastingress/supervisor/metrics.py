@@ -87,6 +87,8 @@ def _worker_families(totals: Row) -> list[str]:
          st.EJECTIONS),
         ("fastingress_connections_open", "gauge", "Client connections open now.", st.CONNECTIONS_OPEN),
         ("fastingress_connections_accepted_total", "counter", "Client connections accepted.", st.CONNECTIONS_TOTAL),
+        ("fastingress_connections_refused_total", "counter",
+         "Client connections closed at once: over the per-worker or per-address limit.", st.CONNECTIONS_REFUSED),
         ("fastingress_table_errors_total", "counter", "Table generations workers could not load (kept the old).",
          st.TABLE_ERRORS),
         ("fastingress_access_log_dropped_total", "counter", "Access-log lines dropped on a full buffer.",

@@ -19,11 +19,12 @@ UP_CONNECT_REFUSED, UP_CONNECT_TIMEOUT, UP_RESPONSE_TIMEOUT, UP_BAD_RESPONSE, UP
 UPSTREAM_REASONS = ("connect_refused", "connect_timeout", "response_timeout", "bad_response", "reset", "no_endpoint")
 RETRIES, EJECTIONS, CONNECTIONS_OPEN, CONNECTIONS_TOTAL, TABLE_ROUTES_GEN, TABLE_ENDPOINTS_GEN = range(11, 17)
 TABLE_ERRORS, ACCESS_LOG_DROPPED, LATENCY_SUM_US = range(17, 20)
+CONNECTIONS_REFUSED = 40  # at the per-worker or per-address limit (after the latency buckets)
 # latency histogram: cumulative counts are computed by the supervisor from these per-bucket counts
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_BASE = 20  # LATENCY_BASE + i counts requests with latency <= bucket i (not cumulative); +len: +Inf
 ROW_WORDS = 64
-assert LATENCY_BASE + len(LATENCY_BUCKETS_S) + 1 <= ROW_WORDS
+assert LATENCY_BASE + len(LATENCY_BUCKETS_S) + 1 <= CONNECTIONS_REFUSED < ROW_WORDS
 
 
 class StatsBlock:

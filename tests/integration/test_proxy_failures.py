@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from tests.integration.conftest import (
     write_manifests,
 )
 from tests.support.backends import Received, RecordingBackend, ok_response
-from tests.support.proxy import ServedProxy
+from tests.support.proxy import ServedProxy, raw_exchange
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +281,41 @@ def test_sigterm_drains_in_flight_request(tmp_path: Path, proxy_factory: Callabl
         assert code == 0
     finally:
         rec.close()
+
+
+# --- connection limits and slow bodies -----------------------------------------------------------
+def test_per_address_connection_limit(tmp_path: Path, proxy_factory: Any) -> None:
+    backend_ = RecordingBackend("lim")
+    try:
+        write_manifests(tmp_path / "m.yaml", [service("lim", backend_.port),
+                                              ingress("lim", [("lim.test", [("/", "Prefix", "lim")])])])
+        proxy = proxy_factory(tmp_path, workers=1, env={"FASTINGRESS_LIMIT_CONNECTIONS_PER_IP": "2"})
+        held = [RawClient(proxy.http_port) for _ in range(2)]
+        for client in held:  # both connections are in use
+            client.send(b"GET / HTTP/1.1\r\nHost: lim.test\r\n\r\n")
+            assert client.read().status == 200
+        third = raw_exchange(proxy.http_port, b"GET / HTTP/1.1\r\nHost: lim.test\r\n\r\n")
+        assert third.startswith(b"HTTP/1.1 503 ")
+        held[0].close()  # a slot frees up
+        wait_until(lambda: get(proxy.http_port, "/", host="lim.test").status == 200, what="admitted again")
+        for client in held[1:]:
+            client.close()
+    finally:
+        backend_.close()
+
+
+def test_slow_body_below_minimum_rate_gets_408(tmp_path: Path, proxy_factory: Any) -> None:
+    backend_ = RecordingBackend("slow")
+    try:
+        write_manifests(tmp_path / "m.yaml", [service("slow", backend_.port),
+                                              ingress("slow", [("slow.test", [("/", "Prefix", "slow")])])])
+        proxy = proxy_factory(tmp_path, workers=1, env={"FASTINGRESS_LIMIT_BODY_MIN_RATE_BYTES_S": "100000"})
+        with RawClient(proxy.http_port) as client:
+            client.send(b"POST /upload HTTP/1.1\r\nHost: slow.test\r\nContent-Length: 100000000\r\n\r\n" + b"x" * 1000)
+            started = time.monotonic()
+            rest = client.wait_closed(timeout_s=20)
+            assert rest.startswith(b"HTTP/1.1 408 "), rest[:80]
+            assert 9 < time.monotonic() - started < 16  # after the 10 s grace, at the next tick
+        assert not any(r.target == b"/upload" and r.body for r in backend_.requests)  # never completed upstream
+    finally:
+        backend_.close()

@@ -42,6 +42,8 @@ class WorkerContext:
         self._trusted_cache: dict[str, bool] = {}
         self._rid_prefix = os.urandom(8).hex().encode()
         self._rid = 0
+        # connections per client address, only when a per-address limit is set (no cost otherwise)
+        self.per_ip: dict[str, int] | None = {} if settings.limit_connections_per_ip > 0 else None
         self.http_port = b"%d" % settings.http_port
         self.https_port = b"%d" % settings.https_port
 
@@ -60,6 +62,21 @@ class WorkerContext:
                 self._trusted_cache.clear()
             self._trusted_cache[peer] = hit
         return hit
+
+    def admit_peer(self, peer: str) -> bool:
+        """Count a new connection from `peer`; False when it is over the per-address limit (then counted too)."""
+        assert self.per_ip is not None
+        n = self.per_ip.get(peer, 0) + 1
+        self.per_ip[peer] = n
+        return n <= self.settings.limit_connections_per_ip
+
+    def release_peer(self, peer: str) -> None:
+        assert self.per_ip is not None
+        n = self.per_ip.get(peer, 0) - 1
+        if n > 0:
+            self.per_ip[peer] = n
+        else:
+            self.per_ip.pop(peer, None)
 
     def request_id(self) -> bytes:
         """32 hex digits, unique per worker run: a random prefix and a counter (no syscall per request)."""

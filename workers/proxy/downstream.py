@@ -29,6 +29,7 @@ from workers.proxy.exchange import DONE, Exchange
 PAUSE_UPSTREAM_FULL = 1
 PAUSE_PENDING_BODY = 2
 PAUSE_PIPELINE = 4
+BODY_RATE_GRACE_S = 10.0  # the minimum body rate applies after this long: slow starts are normal
 MAX_PIPELINED_EVENTS = 64  # ~16 pipelined requests with a head, body and end each; then stop reading
 _ERROR_TEXT = {
     400: b"400 Bad Request\n", 405: b"405 Method Not Allowed\n", 408: b"408 Request Timeout\n",
@@ -39,8 +40,8 @@ _ERROR_TEXT = {
 
 
 class DownstreamProtocol(asyncio.Protocol):
-    __slots__ = ("_in_run", "_paused", "backlog", "closing", "conn", "ctx", "deadline", "error", "exchange", "idle",
-                 "peer", "peer_bytes", "requests", "tls", "transport", "trusted", "tunnel")
+    __slots__ = ("_in_run", "_paused", "backlog", "body_start", "closing", "conn", "created", "ctx", "deadline",
+                 "error", "exchange", "idle", "peer", "peer_bytes", "requests", "tls", "transport", "trusted", "tunnel")
 
     def __init__(self, ctx: WorkerContext, tls: bool = False) -> None:
         self.ctx = ctx
@@ -60,6 +61,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.trusted = False
         self._paused = 0
         self._in_run = False
+        self.created = 0.0
+        self.body_start = 0.0
 
     # --- asyncio callbacks ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -71,8 +74,18 @@ class DownstreamProtocol(asyncio.Protocol):
         self.peer_bytes = self.peer.encode()
         self.trusted = ctx.is_trusted(self.peer)
         self.deadline = now + ctx.settings.timeout_header_read_s
-        ctx.connections.add(self)
+        self.created = now
         ctx.stats.add(st.CONNECTIONS_TOTAL)
+        if len(ctx.connections) >= ctx.settings.limit_connections_per_worker:
+            ctx.stats.add(st.CONNECTIONS_REFUSED)
+            self.transport.abort()  # type: ignore[union-attr]  # at capacity, as nginx when worker_connections run out
+            return
+        ctx.connections.add(self)
+        if ctx.per_ip is not None and not ctx.admit_peer(self.peer):
+            ctx.stats.add(st.CONNECTIONS_REFUSED)
+            self.write(build_local_response(503, b"503 Service Unavailable: too many connections from your address\n",
+                                            False))
+            self.close()
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel:
@@ -107,7 +120,10 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         ctx = self.ctx
-        ctx.connections.discard(self)
+        if self in ctx.connections:
+            ctx.connections.discard(self)
+            if ctx.per_ip is not None:
+                ctx.release_peer(self.peer)
         self.closing = True
         self.backlog = []
         ex = self.exchange
@@ -141,6 +157,7 @@ class DownstreamProtocol(asyncio.Protocol):
                         return
                     self.requests += 1
                     ex = self.exchange = Exchange(self, payload)  # type: ignore[arg-type]
+                    self.body_start = self.ctx.now
                     self.deadline = self.ctx.now + self.ctx.settings.timeout_body_idle_s
                     ex.start()
                 elif ex is None:
@@ -200,16 +217,24 @@ class DownstreamProtocol(asyncio.Protocol):
     # --- timeouts, from the worker tick ---
     def on_tick(self, now: float) -> None:
         ex = self.exchange
+        settings = self.ctx.settings
         if ex is not None:
-            if not ex.req_done and now > self.deadline and not self.tunnel:
-                self._protocol_error(RemoteProtocolError("request body timed out", 408))
-            elif ex.deadline and now > ex.deadline:
+            if not ex.req_done and not self.tunnel:
+                if now > self.deadline:
+                    return self._protocol_error(RemoteProtocolError("request body timed out", 408))
+                elapsed = now - self.body_start
+                min_bytes = settings.limit_body_min_rate_bytes_s * elapsed
+                if elapsed > BODY_RATE_GRACE_S and self.conn.body_received < min_bytes:
+                    return self._protocol_error(RemoteProtocolError("request body too slow", 408))
+            if ex.deadline and now > ex.deadline:
                 ex.on_timeout()
         elif now > self.deadline:
             if self.idle or (self.requests == 0 and self.conn.state is ConnState.IDLE):
                 self.close()  # nothing was asked: just close the idle connection
             else:
                 self._send_error(RemoteProtocolError("request head timed out", 408))
+        if now - self.created > settings.timeout_connection_lifetime_s and not self.closing:
+            self.drain()  # old enough: closes when idle, or after the response in flight
 
     def drain(self) -> None:
         """Graceful shutdown: idle connections close now; busy ones close after their response."""
