@@ -87,6 +87,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trusted_proxies: Annotated[str, _doc(
         "Comma-separated CIDRs whose X-Forwarded-* fields are kept; from others they are overwritten.")] = ""
     access_log: Annotated[bool, _doc("Write one JSON access-log line per request to stdout.")] = True
+    reconcile_holdoff_s: Annotated[float, _doc(
+        "A new table is compiled this long after the last change (a burst of changes becomes one table).")] = 0.05
+    reconcile_max_delay_s: Annotated[float, _doc(
+        "...but never later than this after the first unpublished change.")] = 0.3
     manifests_dir: Annotated[str, _doc(
         "Manifests directory to serve from instead of the Kubernetes API (`--manifests`).")] = ""
     manifests_poll_s: Annotated[float, _doc(

@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 # Debounce: contour uses 100 ms holdoff / 500 ms max delay. Compiling a few thousand Ingresses takes
 # tens of ms, so a shorter holdoff keeps a single edit fast (the manifests poll adds 250 ms) while a
 # burst (a `kubectl apply -f dir`, a rollout's EndpointSlice churn) still collapses into one generation.
-HOLDOFF_S = 0.05  # quiet time after the last relevant change before publishing
-MAX_DELAY_S = 0.3  # upper bound from the first unpublished change, so a steady trickle still publishes
+# The defaults of FASTINGRESS_RECONCILE_HOLDOFF_S / _MAX_DELAY_S (settings.py):
+HOLDOFF_S = Settings().reconcile_holdoff_s  # quiet time after the last relevant change before publishing
+MAX_DELAY_S = Settings().reconcile_max_delay_s  # bound from the first unpublished change: a trickle still publishes
 PUBLISH_RETRY_S = 5.0  # after a failed publish; failures are rare (bugs, /dev/shm full), so no backoff
 
 _ProblemId = tuple[str, str, str, str]
@@ -119,7 +120,9 @@ class Reconciler:
         """When the pending publish is due (monotonic seconds), or None when nothing is pending."""
         if self._first_dirty is None or not self._synced:
             return None
-        return max(min(self._last_dirty + HOLDOFF_S, self._first_dirty + MAX_DELAY_S), self._retry_at)
+        settings = self._settings
+        return max(min(self._last_dirty + settings.reconcile_holdoff_s,
+                       self._first_dirty + settings.reconcile_max_delay_s), self._retry_at)
 
     def due(self, now: float) -> bool:
         deadline = self.deadline()
