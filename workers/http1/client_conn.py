@@ -158,7 +158,11 @@ class ClientConn:
             size += len(name) + len(value)
             lname = name.lower()
             if lname in _RESPONSE_SPECIAL:
-                _interpret(head, lname, value.strip(b" \t"))
+                # hot path: the two fields nearly every response has, decided inline
+                if lname == _CL and head.content_length == -1 and value.isdigit() and len(value) <= 18:
+                    head.content_length = int(value)
+                elif lname != _CONNECTION or value.lower() != b"keep-alive":
+                    _interpret(head, lname, value.strip(b" \t"))
             else:
                 fields.append((name, value.rstrip(b" \t")))
         if size > self.limits.response_head_bytes:  # a whole oversized head may arrive in one read
@@ -189,7 +193,7 @@ class ClientConn:
             self._reset()  # informational: the final response follows on the same message slot
             return
         delimited = head is not None and (head.content_length >= 0 or head.chunked or head.status in (204, 304))
-        self._finish(reusable=bool(head and head.keep_alive and delimited and not head.upgrade))
+        self._finish(reusable=bool(head and head.keep_alive and delimited and head.status != 101))
 
     def _finish(self, reusable: bool) -> None:
         self.complete = True

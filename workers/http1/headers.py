@@ -81,8 +81,8 @@ def build_client_response(resp: ResponseHead, mode: int, keep_alive: bool, extra
         parts += (b"Content-Length: ", b"%d" % resp.content_length, CRLF)
     elif mode == 2:
         parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif mode == 0 and resp.content_length >= 0 and resp.status >= 200:
-        parts += (b"Content-Length: ", b"%d" % resp.content_length, CRLF)  # HEAD/304 keep the length
+    elif mode == 0 and resp.content_length >= 0 and resp.status >= 200 and resp.status != 204:
+        parts += (b"Content-Length: ", b"%d" % resp.content_length, CRLF)  # HEAD/304 keep it; 204 never has one
     if resp.status == 101:
         parts.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
     elif not keep_alive:

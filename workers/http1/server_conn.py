@@ -47,17 +47,7 @@ _METHODS_REFUSED = frozenset({b"CONNECT", b"TRACE"})
 _DIGITS = b"0123456789"
 _TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # RFC 9110 5.6.2
 _VERSION_AT_END = re.compile(rb" [A-Z]+/(\d+)\.\d+\s*$")
-RECENT_TAKE = 48 * 1024  # a head is at most 32 KiB: its request line is within what we keep
-RECENT_KEEP = 40 * 1024
-
-
-def _last_request_line(recent: bytes) -> bytes:
-    """The line the parser stopped in: the last line that starts a request (best effort, errors only)."""
-    lines = [line for line in recent.split(b"\n") if line.strip(b"\r")]
-    for line in reversed(lines):
-        if b" " in line and b":" not in line.split(b" ", 1)[0]:
-            return line.rstrip(b"\r")
-    return lines[0] if lines else b""
+RECENT_KEEP = 40 * 1024  # a head is at most 32 KiB: its request line is within what we keep
 
 
 class RequestHead:
@@ -87,8 +77,22 @@ class RequestHead:
 class ServerConn:
     """Parses requests from one client connection; see the module docstring."""
 
-    __slots__ = ("_chunk_overhead", "_head", "_head_bytes", "_parser", "_raw", "_recent", "_url", "body_received",
-                 "events", "limits", "state")
+    __slots__ = (
+        "_carry",
+        "_chunk_overhead",
+        "_chunks",
+        "_feeding",
+        "_head",
+        "_head_bytes",
+        "_parser",
+        "_raw",
+        "_upgrade_buf",
+        "_url",
+        "body_received",
+        "events",
+        "limits",
+        "state",
+    )
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -101,7 +105,10 @@ class ServerConn:
         self._head_bytes = 0
         self._chunk_overhead = 0
         self.body_received = 0
-        self._recent = b""
+        self._carry = b""
+        self._feeding = b""
+        self._chunks = 0
+        self._upgrade_buf: bytes | None = None
 
     def _set_state(self, new: ConnState) -> None:
         check_transition(self.state, new)
@@ -110,34 +117,59 @@ class ServerConn:
     # --- input ---
     def feed(self, data: bytes) -> tuple[list[tuple[int, object]], RemoteProtocolError | None]:
         """Parse bytes; return the events completed and the error that ended the connection, if any."""
-        self.events = []
-        tail: bytes | None = data
-        error = None
-        while tail is not None and error is None:
-            tail, error = self._feed_once(tail)
-        return self.events, error
+        # hot path: one loop, usually one pass with one call into llhttp (bench_hotpath)
+        events = self.events = []
+        if self._upgrade_buf is not None:
+            self._upgrade_buf += data  # an upgrade awaits the backend's answer: keep, do not parse
+            return events, None
+        while True:
+            state = self.state
+            if state is ERROR or state is MUST_CLOSE or state is TUNNEL:
+                return events, None  # nothing more is parsed on this connection
+            self._feeding = data  # a head completing in this read is in _carry + data (request-line check)
+            try:
+                if state is RECV_BODY:
+                    self._feed_body(data)
+                elif len(data) <= HEAD_FEED_SLICE:
+                    self._parser.feed_data(data)
+                    if self.state is RECV_HEAD:
+                        self._count_head(len(data))
+                else:
+                    self._feed_sliced(data)
+                # a head still incomplete at the end of this read: keep its bytes for the check above
+                self._carry = (self._carry + data)[-RECENT_KEEP:] if self.state is RECV_HEAD else b""
+                return events, None
+            except httptools.HttpParserUpgrade as exc:
+                tail, error = self._upgrade_tail(data[int(exc.args[0]):])
+                if tail is None or error is not None:
+                    return events, error
+                data = tail  # an upgrade we do not honour: parse what follows as HTTP
+            except RemoteProtocolError as exc:
+                self.state = ERROR
+                return events, exc
+            except httptools.HttpParserError as exc:
+                if self.state is MUST_CLOSE:
+                    return events, None  # bytes after a closing request are not processed (RFC 9112 9.6)
+                self.state = ERROR
+                return events, self._map_parser_error(exc, self._carry + data, bool(events))
 
-    def _feed_once(self, data: bytes) -> tuple[bytes | None, RemoteProtocolError | None]:
-        state = self.state
-        if state is ERROR or state is MUST_CLOSE or state is TUNNEL:
-            return None, None  # nothing more is parsed on this connection
-        if state is not RECV_BODY:
-            # the bytes a head may be in, to check its request line (llhttp does not expose it)
-            self._recent = self._recent[-RECENT_KEEP:] + data[:RECENT_TAKE]
-        try:
-            if state is RECV_BODY or len(data) <= HEAD_FEED_SLICE:
-                self._feed_counted(data)
-            else:
-                self._feed_sliced(data)
-        except httptools.HttpParserUpgrade as exc:
-            return self._upgrade_tail(data[int(exc.args[0]):])
-        except RemoteProtocolError as exc:
-            self.state = ERROR
-            return None, exc
-        except httptools.HttpParserError as exc:
-            self.state = ERROR
-            return None, self._map_parser_error(exc, self._recent)
-        return None, None
+    def _feed_body(self, data: bytes) -> None:
+        """Feed body bytes; for chunked bodies bound the framing bytes (chunk lines, trailers) per read.
+
+        httptools reports no chunk-line positions or extensions, so the bound is per read: the framing
+        in one read may not exceed one chunk line limit per chunk started in it, plus one (hardening
+        item 12, approximately: a single over-long line hidden among several chunks of one read passes).
+        """
+        head = self._head
+        if head is None or not head.chunked:
+            self._parser.feed_data(data)
+            return
+        before, chunks = self.body_received, self._chunks
+        self._parser.feed_data(data)
+        framing = len(data) - (self.body_received - before)
+        allowed = (self._chunks - chunks + 1) * (self.limits.chunk_line_bytes + 2) + self.limits.field_line_bytes
+        if framing > allowed:
+            raise RemoteProtocolError("chunk framing too large", 400)
 
     def _feed_counted(self, data: bytes) -> None:
         before = self.state
@@ -168,34 +200,52 @@ class ServerConn:
             self.state = ERROR
             return None, RemoteProtocolError("upgrade without a head", 400)
         if head.upgrade:
-            # payload: the bytes after the head; the adapter calls start_tunnel() after the backend's 101,
-            # or resume(tail) to parse them as HTTP when the backend refuses (hardening item 10)
+            # payload: the bytes after the head. Until the adapter calls start_tunnel() (the backend's
+            # 101) or resume() (refused), later bytes are kept, not parsed (hardening item 10)
+            self._upgrade_buf = tail
             self.events.append((EV_UPGRADE, tail))
             return None, None
         # not an upgrade we honour (h2c, HTTP/1.0...): a plain request without body; parse on
         self._finish_message(head)
         return (tail or None), None
 
-    def start_tunnel(self) -> None:
-        self._set_state(TUNNEL)
+    @property
+    def upgrade_pending(self) -> bool:
+        return self._upgrade_buf is not None
 
-    def resume(self, tail: bytes) -> tuple[list[tuple[int, object]], RemoteProtocolError | None]:
-        """The upgrade was refused: the request is complete; parse what followed it as HTTP."""
+    def start_tunnel(self) -> bytes:
+        """The backend accepted the upgrade: from now on bytes are relayed; returns those already received."""
+        buffered = self._upgrade_buf or b""
+        self._upgrade_buf = None
+        self._set_state(TUNNEL)
+        return buffered
+
+    def resume(self, tail: bytes | None = None) -> tuple[list[tuple[int, object]], RemoteProtocolError | None]:
+        """The upgrade was refused: the request is complete; parse what followed it (kept, or `tail`) as HTTP."""
         head = self._head
         assert head is not None
+        data = self._upgrade_buf if self._upgrade_buf is not None else (tail or b"")
+        self._upgrade_buf = None
         head.upgrade = b""
+        self.events = []
         self._finish_message(head)
-        if not tail:
+        done = self.events  # the refused upgrade request's end comes first
+        if not data:
             self.events = []
-            return self.events, None
-        return self.feed(tail)
+            return done, None
+        more, error = self.feed(data)
+        return done + more, error
 
-    def _map_parser_error(self, exc: Exception, recent: bytes) -> RemoteProtocolError:
-        """http1-hardening item 3: parser errors to statuses; our own errors come back as __context__."""
+    def _map_parser_error(self, exc: Exception, recent: bytes, after_others: bool) -> RemoteProtocolError:
+        """http1-hardening item 3: parser errors to statuses; our own errors come back as __context__.
+
+        llhttp gives no position: the failing line is known only when no other request was parsed in the
+        same read (`after_others` False); otherwise the answer is a plain 400.
+        """
         inner = exc.__context__
         if isinstance(inner, RemoteProtocolError):
             return inner
-        line = _last_request_line(recent)
+        line = b"" if after_others else recent.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r")
         if isinstance(exc, httptools.HttpParserInvalidMethodError):
             token = line.split(b" ", 1)[0]
             tchar_only = bool(token) and not token.translate(None, _TCHAR)
@@ -238,7 +288,7 @@ class ServerConn:
     def on_headers_complete(self) -> None:
         head = build_request_head(self._parser, self._url, self._raw, self.limits)
         # hardening item 5: the request line must end in HTTP/1.x (llhttp also accepts RTSP/ and ICE/)
-        if b" " + self._url + b" HTTP/1." not in self._recent:
+        if b" " + self._url + b" HTTP/1." not in self._carry + self._feeding:
             raise RemoteProtocolError("the request line must end in HTTP/1.0 or HTTP/1.1", 400)
         self._head = head
         self._set_state(RECV_BODY)
@@ -253,6 +303,7 @@ class ServerConn:
 
     def on_chunk_header(self) -> None:
         self._chunk_overhead = 0
+        self._chunks += 1
 
     def on_message_complete(self) -> None:
         if self._parser.should_upgrade():
@@ -285,9 +336,12 @@ def _classify(raw: Fields, limits: Limits) -> tuple[Fields, dict[bytes, bytes], 
     fields: list[tuple[bytes, bytes]] = []
     special: dict[bytes, bytes] = {}
     hosts = 0
+    size = 0
     for name, value in raw:
-        if len(name) + len(value) > line_limit:
+        line = len(name) + len(value)
+        if line > line_limit:
             raise RemoteProtocolError("header field too large", 431)
+        size += line + 4  # ": " and CRLF
         if b"_" in name:
             continue
         value = value.rstrip(b" \t")
@@ -299,6 +353,8 @@ def _classify(raw: Fields, limits: Limits) -> tuple[Fields, dict[bytes, bytes], 
             special[lname] = value if prev is None else prev + b", " + value
         else:
             fields.append((name, value))
+    if size > limits.head_bytes:  # the whole head may arrive in one read: counted here, not only per slice
+        raise RemoteProtocolError("request head too large", 431)
     return fields, special, hosts
 
 
@@ -402,9 +458,10 @@ def _check_expect_and_upgrade(head: RequestHead, special: dict[bytes, bytes]) ->
     upgrade = special.get(_UPGRADE)
     if upgrade is None:
         return
-    has_body = head.chunked or head.content_length > 0
+    if head.chunked or head.content_length > 0:
+        # llhttp skips the body of any upgrade request and would hand it over as the "tail": parsed as
+        # HTTP after a refused upgrade it would smuggle a request (hardening item 10)
+        raise RemoteProtocolError("upgrade request with a body", 400)
     if (upgrade.lower() == b"websocket" and head.method == b"GET" and head.version == b"1.1"
             and b"upgrade" in head.connection_tokens):
-        if has_body:
-            raise RemoteProtocolError("upgrade request with a body", 400)
         head.upgrade = b"websocket"

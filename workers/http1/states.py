@@ -49,7 +49,50 @@ def render_markdown() -> str:
             lines.append(f"    {old.name} --> {new.name}")
     lines += ["```", "", "| State | Meaning |", "|---|---|"]
     lines += [f"| `{s.name}` | {_MEANING[s]} |" for s in ConnState]
+    lines += ["", "## Limits", "", "Defaults of `workers.http1.limits`, with the precedent given in its comments.", "",
+              "| Constant | `Limits` field | Default (bytes or count) | Precedent |", "|---|---|---|---|"]
+    lines += [f"| `{name}` | {f'`{field}`' if field else '-'} | {value} | {why} |"
+              for name, field, value, why in _limit_rows()]
     return "\n".join(lines) + "\n"
+
+
+def _limit_rows() -> list[tuple[str, str, int, str]]:
+    """(constant, Limits field or "", value, justification) from limits.py's source (docs only, cold path).
+
+    The justification of a constant is its trailing comment, else the comment block above its group.
+    """
+    import ast
+    import inspect
+
+    from workers.http1 import limits
+
+    source = inspect.getsource(limits)
+    lines = source.splitlines()
+    fields: dict[str, str] = {}  # constant -> Limits.__init__ keyword that defaults to it
+    constants: list[tuple[str, int]] = []  # (name, line number)
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id.isupper():
+            constants.append((node.targets[0].id, node.lineno))
+        elif isinstance(node, ast.ClassDef) and node.name == "Limits":
+            init = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+            for arg, default in zip(init.args.kwonlyargs, init.args.kw_defaults, strict=True):
+                if isinstance(default, ast.Name):
+                    fields[default.id] = arg.arg
+    rows = []
+    for name, lineno in constants:
+        line = lines[lineno - 1]
+        why = line.split("  # ", 1)[1].strip() if "  # " in line else ""
+        if not why:
+            block: list[str] = []
+            i = lineno - 2
+            while i >= 0 and lines[i].strip() and not lines[i].lstrip().startswith("#"):
+                i -= 1  # the other constants of the group
+            while i >= 0 and lines[i].lstrip().startswith("#"):
+                block.insert(0, lines[i].lstrip()[1:].strip())
+                i -= 1
+            why = " ".join(block)
+        rows.append((name, fields.get(name, ""), getattr(limits, name), why.replace("|", "\\|")))
+    return rows
 
 
 _MEANING = {

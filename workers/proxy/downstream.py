@@ -180,6 +180,11 @@ class DownstreamProtocol(asyncio.Protocol):
         ctx = self.ctx
         self.idle = True
         self.deadline = ctx.now + ctx.settings.timeout_keepalive_idle_s
+        if self.conn.upgrade_pending:  # the backend refused the upgrade: what followed is HTTP again
+            events, error = self.conn.resume()
+            self.backlog = events + self.backlog
+            if error is not None:
+                self.error = error
         if self._in_run:
             return  # the running loop continues with the next event
         backlog, self.backlog = self.backlog, []
@@ -249,10 +254,11 @@ class DownstreamProtocol(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
-    def start_tunnel(self) -> None:
+    def start_tunnel(self) -> bytes:
+        """The backend switched protocols: relay bytes from now on; returns the client's bytes received so far."""
         self.tunnel = True
-        self.conn.start_tunnel()
         self.deadline = 0.0
+        return self.conn.start_tunnel()
 
     def pause_reading_for(self, reason: int) -> None:
         if not self._paused and self.transport is not None:

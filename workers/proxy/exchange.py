@@ -407,12 +407,12 @@ class Exchange:
             return self.upstream_failed("bad_response")
         self.state = TUNNEL
         up.tunnel = True
-        self.down.start_tunnel()
+        client_bytes = self.down.start_tunnel()  # what the client sent after its upgrade request, so far
         if upstream_tail:
             self.down.write(upstream_tail)
-        if self.upgrade_tail:
+        if client_bytes:
             assert up.transport is not None
-            up.transport.write(self.upgrade_tail)
+            up.transport.write(client_bytes)
         self.deadline = 0.0
 
     def tunnel_from_client(self, data: bytes) -> None:
