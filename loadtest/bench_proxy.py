@@ -222,7 +222,8 @@ def main() -> int:
             print(f"  {name:<12} {m['rps']:>9.0f} req/s  p99 {m['p99_ms']:6.2f} ms  "
                   f"{m['rps_per_cpu_s']:>9.0f} req/CPU-s  errors {m['errors']:.0f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": os.uname()._asdict(), "cpus": os.cpu_count(),
+        uname = dict(zip(("sysname", "nodename", "release", "version", "machine"), os.uname(), strict=True))
+        Path(args.json).write_text(json.dumps({"machine": uname, "cpus": os.cpu_count(),
                                                "python": sys.version, "results": out}, indent=1))
     return 0
 
