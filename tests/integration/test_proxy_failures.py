@@ -342,3 +342,34 @@ def test_rolling_restart_under_load_fails_nothing(tmp_path: Path, proxy_factory:
         assert load.failures == [], load.failures[:5]
     finally:
         rec.close()
+
+
+def _slice(name: str, service_name: str, port: int) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": service_name}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": port}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]}
+
+
+def test_idempotent_request_without_a_response_byte_is_retried(tmp_path: Path, proxy_factory: Any) -> None:
+    mute = RecordingBackend("mute", respond=lambda req: None)  # accepts, reads the request, closes: no byte back
+    good = RecordingBackend("good")
+    try:
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mix", "namespace": "default"},
+               "spec": {"ports": [{"name": "http", "port": 80}]}}
+        write_manifests(tmp_path / "m.yaml", [svc, _slice("mix-a", "mix", mute.port), _slice("mix-b", "mix", good.port),
+                                              ingress("mix", [("mix.test", [("/", "Prefix", "mix")])])])
+        proxy = proxy_factory(tmp_path, workers=1)
+        gets = [get(proxy.http_port, f"/g{i}", host="mix.test").status for i in range(6)]
+        assert gets == [200] * 6  # every GET that hit the mute endpoint went to the other one
+        assert any(r.target.startswith(b"/g") for r in mute.requests)  # round robin did try the mute one
+        posts = []
+        for i in range(4):
+            with RawClient(proxy.http_port) as client:
+                client.send(b"POST /p%d HTTP/1.1\r\nHost: mix.test\r\nContent-Length: 2\r\n\r\nhi" % i)
+                posts.append(client.read().status)
+        assert 502 in posts and 200 in posts  # a POST is never sent twice: the mute endpoint's turn is a 502
+        assert sum(1 for r in mute.requests + good.requests if r.target.startswith(b"/p")) == 4
+    finally:
+        mute.close()
+        good.close()

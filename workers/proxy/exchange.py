@@ -261,9 +261,12 @@ class Exchange:
 
     def upstream_eof(self) -> None:
         up = self.up
-        if up is not None:
-            events, error = up.conn.eof()
-            self.relay(events, error)
+        if up is None:
+            return
+        if self.state == SENT and not up.conn.in_message:
+            return self.upstream_lost(up, None)  # closed before any response byte: maybe retried
+        events, error = up.conn.eof()
+        self.relay(events, error)
 
     def relay(self, events: list[tuple[int, object]], error: Exception | None) -> None:
         """Backend events -> one write to the client (hot path)."""
@@ -362,10 +365,14 @@ class Exchange:
             self.state = DONE
             return self.log()
         if self.state == SENT and not up.conn.in_message and self._may_retry():
+            up.exchange = None
+            up.abort()
             self.attempts += 1
             self.ctx.stats.add(st.RETRIES)
             self.state = ROUTING
             return self.connect()
+        up.exchange = None
+        up.abort()
         self.upstream_failed("reset")
 
     def _may_retry(self) -> bool:
