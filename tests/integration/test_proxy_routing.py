@@ -34,7 +34,7 @@ from tests.support.proxy import ServedProxy
 
 pytestmark = pytest.mark.integration
 
-BIG = 200 * 1000 * 1000
+BIG = 1 << 30  # 1 GiB each way, as the data-plane issue asks
 RSS_LIMIT_KIB = 150 * 1024
 
 
