@@ -142,7 +142,7 @@ class ClientConn:
         self.in_message = True
 
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        self._reason = self._reason + reason if self._reason else reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw.append((name, value))  # hot path: only record; interpreted once in on_headers_complete

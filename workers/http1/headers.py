@@ -30,25 +30,37 @@ def status_line(status: int, reason: bytes = b"") -> bytes:
     return line or b"HTTP/1.1 %d %s\r\n" % (status, reason or b"Unknown")
 
 
+def forwarded_block(peer: bytes, scheme: bytes, port: bytes) -> bytes:
+    """The forwarded fields that depend only on the client connection (computed once per connection)."""
+    return b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Port: %s\r\nX-Real-IP: %s\r\n" % (
+        peer, scheme, port, peer)
+
+
 def build_upstream_request(head: RequestHead, peer: bytes, scheme: bytes, port: bytes, request_id: bytes,
-                           trusted: bool) -> bytes:
-    """The request head sent to a backend: origin-form normalised target, end-to-end fields, ours."""
+                           trusted: bool, block: bytes | None = None) -> bytes:
+    """The request head sent to a backend: origin-form normalised target, end-to-end fields, ours.
+
+    `block` is forwarded_block(peer, scheme, port), passed by callers that keep it per connection.
+    """
     fwd = head.forwarded
-    xff = fwd.get(_XFF) if trusted else None
     parts = [head.method, b" ", head.path, head.query, b" HTTP/1.1\r\nHost: ", head.host_header, CRLF]
     drop = head.connection_tokens
     for name, value in head.fields:
         if drop and name.lower() in drop:
             continue  # fields named by Connection are hop-by-hop too (RFC 9110 section 7.6.1)
         parts += (name, b": ", value, CRLF)
-    parts += (
-        b"X-Forwarded-For: ", (xff + b", " + peer) if xff else peer, CRLF,
-        b"X-Forwarded-Proto: ", (fwd.get(_XFP) if trusted else None) or scheme, CRLF,
-        b"X-Forwarded-Host: ", (fwd.get(_XFH) if trusted else None) or head.host_header, CRLF,
-        b"X-Forwarded-Port: ", (fwd.get(_XFPORT) if trusted else None) or port, CRLF,
-        b"X-Real-IP: ", (xff.split(b",", 1)[0].strip() if xff else peer), CRLF,
-        b"X-Request-ID: ", request_id, CRLF,
-    )
+    if trusted and fwd:
+        xff = fwd.get(_XFF)
+        parts += (
+            b"X-Forwarded-For: ", (xff + b", " + peer) if xff else peer, CRLF,
+            b"X-Forwarded-Proto: ", fwd.get(_XFP) or scheme, CRLF,
+            b"X-Forwarded-Host: ", fwd.get(_XFH) or head.host_header, CRLF,
+            b"X-Forwarded-Port: ", fwd.get(_XFPORT) or port, CRLF,
+            b"X-Real-IP: ", (xff.split(b",", 1)[0].strip() if xff else peer), CRLF,
+        )
+    else:  # hot path: an untrusted peer's forwarded fields are replaced by ours, mostly per-connection bytes
+        parts += (block or forwarded_block(peer, scheme, port), b"X-Forwarded-Host: ", head.host_header, CRLF)
+    parts += (b"X-Request-ID: ", request_id, CRLF)
     if head.chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     elif head.content_length >= 0:

@@ -20,7 +20,7 @@ import asyncio
 
 from fastingress.table import stats as st
 from workers.http1.errors import RemoteProtocolError
-from workers.http1.headers import build_local_response
+from workers.http1.headers import build_local_response, forwarded_block
 from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE, ServerConn
 from workers.http1.states import ConnState
 from workers.proxy.context import WorkerContext
@@ -41,7 +41,8 @@ _ERROR_TEXT = {
 
 class DownstreamProtocol(asyncio.Protocol):
     __slots__ = ("_in_run", "_paused", "backlog", "body_start", "closing", "conn", "created", "ctx", "deadline",
-                 "error", "exchange", "idle", "peer", "peer_bytes", "requests", "tls", "transport", "trusted", "tunnel")
+                 "error", "exchange", "fwd_block", "idle", "peer", "peer_bytes", "requests", "tls", "transport",
+                 "trusted", "tunnel")
 
     def __init__(self, ctx: WorkerContext, tls: bool = False) -> None:
         self.ctx = ctx
@@ -63,6 +64,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._in_run = False
         self.created = 0.0
         self.body_start = 0.0
+        self.fwd_block = b""
 
     # --- asyncio callbacks ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,6 +75,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.peer = peer[0] if peer else ""
         self.peer_bytes = self.peer.encode()
         self.trusted = ctx.is_trusted(self.peer)
+        self.fwd_block = forwarded_block(self.peer_bytes, b"https" if self.tls else b"http",
+                                         ctx.https_port if self.tls else ctx.http_port)
         self.deadline = now + ctx.settings.timeout_header_read_s
         self.created = now
         ctx.stats.add(st.CONNECTIONS_TOTAL)

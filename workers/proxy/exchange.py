@@ -131,7 +131,7 @@ class Exchange:
         down = self.down
         self.request_bytes = build_upstream_request(
             head, down.peer_bytes, b"https" if down.tls else b"http",
-            self.ctx.https_port if down.tls else self.ctx.http_port, self.request_id, down.trusted)
+            self.ctx.https_port if down.tls else self.ctx.http_port, self.request_id, down.trusted, down.fwd_block)
         self.connect()
 
     def redirect_https(self) -> None:
@@ -187,7 +187,8 @@ class Exchange:
         self.up = up
         up.exchange = self
         up.conn.expect(self.head.method)
-        ctx.pools.state(up.endpoint).active += 1
+        if ctx.pools.least_request:  # requests in flight per endpoint matter only to least-request
+            ctx.pools.state(up.endpoint).active += 1
         self.state = SENT
         self.deadline = ctx.now + ctx.settings.timeout_upstream_response_s
         if self.pending:
@@ -347,7 +348,8 @@ class Exchange:
         if up is not None:
             self.up = None
             up.exchange = None
-            ctx.pools.state(up.endpoint).active -= 1
+            if ctx.pools.least_request:
+                ctx.pools.state(up.endpoint).active -= 1
             if up.conn.reusable and self.req_done and not self.early:
                 ctx.pools.release(up, ctx.now)
             else:
@@ -359,7 +361,8 @@ class Exchange:
         if self.up is not up or self.state == DONE:
             return
         self.up = None
-        self.ctx.pools.state(up.endpoint).active -= 1
+        if self.ctx.pools.least_request:
+            self.ctx.pools.state(up.endpoint).active -= 1
         if self.state == TUNNEL:
             self.down.close()
             self.state = DONE
@@ -386,7 +389,8 @@ class Exchange:
         if up is not None:
             self.up = None
             up.exchange = None
-            self.ctx.pools.state(up.endpoint).active -= 1
+            if self.ctx.pools.least_request:
+                self.ctx.pools.state(up.endpoint).active -= 1
             up.abort()
         if self.resp_started:
             self.ctx.stats.add(FAILURES[reason][2])
