@@ -1,8 +1,9 @@
 """fastingress vs nginx (and haproxy) as reverse proxies, same machine, same run: `python -m loadtest.bench_proxy`.
 
-One shared backend (nginx `return 200`, its own worker), then in turn fastingress (`fastingress serve`
-with one worker), nginx (one worker, `proxy_http_version 1.1`, upstream keepalive) and haproxy
-(`nbthread 1`, `http-reuse always`) in front of it, each driven by wrk over 64 keep-alive connections:
+One shared backend (nginx serving a cached file, its own worker), then in turn fastingress (`fastingress
+serve` with one worker), nginx (one worker, `proxy_http_version 1.1`, upstream keepalive), haproxy
+(`nbthread 1`, `http-reuse always`) and a naive aiohttp proxy (loadtest/naive_aiohttp_proxy.py) in
+front of it, each driven by wrk over 64 keep-alive connections:
 A B C A B C ... for `--rounds` rounds, medians reported. The proxy under test is pinned to CPU 0,
 wrk and the backend to CPU 1 (`taskset`), as the data-plane issue asks. CPU time of each proxy
 process (from /proc) gives requests per CPU-second as well.
@@ -150,6 +151,13 @@ def start_fastingress(tmp: Path, backend: int) -> Server:
     return Server("fastingress", argv, port, PROXY_CPU, env)
 
 
+def start_aiohttp(tmp: Path, backend: int) -> Server:
+    port = free_port()
+    argv = [sys.executable, "-m", "loadtest.naive_aiohttp_proxy", "--port", str(port),
+            "--backend", f"http://127.0.0.1:{backend}"]
+    return Server("aiohttp", argv, port, PROXY_CPU)
+
+
 def run_wrk(port: int, seconds: float, connections: int) -> dict[str, float]:
     argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
             f"http://127.0.0.1:{port}/"]
@@ -177,14 +185,15 @@ def missing_tools() -> list[str]:
 
 
 def bench(scenario: str, rounds: int, seconds: float, connections: int) -> dict[str, Any]:
-    results: dict[str, list[dict[str, float]]] = {"fastingress": [], "nginx": [], "haproxy": []}
+    results: dict[str, list[dict[str, float]]] = {"fastingress": [], "nginx": [], "haproxy": [], "aiohttp": []}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         servers: list[Server] = []
         try:
             servers.append(start_backend(tmp, SCENARIOS[scenario]))
             backend = servers[0].port
-            servers += [start_fastingress(tmp, backend), start_nginx(tmp, backend), start_haproxy(tmp, backend)]
+            servers += [start_fastingress(tmp, backend), start_nginx(tmp, backend), start_haproxy(tmp, backend),
+                        start_aiohttp(tmp, backend)]
             for _ in range(rounds):
                 for server in servers[1:]:
                     results[server.name].append(measure(server, seconds, connections))
@@ -195,7 +204,8 @@ def bench(scenario: str, rounds: int, seconds: float, connections: int) -> dict[
     return {"scenario": scenario, "rounds": results, "median": med,
             "ratio_rps_vs_nginx": med["fastingress"]["rps"] / med["nginx"]["rps"],
             "ratio_rps_vs_haproxy": med["fastingress"]["rps"] / med["haproxy"]["rps"],
-            "ratio_p99_vs_nginx": med["fastingress"]["p99_ms"] / med["nginx"]["p99_ms"]}
+            "ratio_p99_vs_nginx": med["fastingress"]["p99_ms"] / med["nginx"]["p99_ms"],
+            "ratio_rps_vs_naive_aiohttp": med["fastingress"]["rps"] / med["aiohttp"]["rps"]}
 
 
 def main() -> int:
@@ -217,7 +227,8 @@ def main() -> int:
         out.append(res)
         med = res["median"]
         print(f"## {scenario}: fastingress/nginx {res['ratio_rps_vs_nginx']:.2f}x, "
-              f"fastingress/haproxy {res['ratio_rps_vs_haproxy']:.2f}x, p99 vs nginx {res['ratio_p99_vs_nginx']:.2f}x")
+              f"fastingress/haproxy {res['ratio_rps_vs_haproxy']:.2f}x, p99 vs nginx {res['ratio_p99_vs_nginx']:.2f}x, "
+              f"fastingress/naive aiohttp {res['ratio_rps_vs_naive_aiohttp']:.2f}x")
         for name, m in med.items():
             print(f"  {name:<12} {m['rps']:>9.0f} req/s  p99 {m['p99_ms']:6.2f} ms  "
                   f"{m['rps_per_cpu_s']:>9.0f} req/CPU-s  errors {m['errors']:.0f}")

@@ -84,8 +84,10 @@ class ServerConn:
         "_feeding",
         "_head",
         "_head_bytes",
+        "_known_start",
         "_parser",
         "_raw",
+        "_read_idle",
         "_upgrade_buf",
         "_url",
         "body_received",
@@ -108,6 +110,8 @@ class ServerConn:
         self._carry = b""
         self._feeding = b""
         self._chunks = 0
+        self._read_idle = True
+        self._known_start = False
         self._upgrade_buf: bytes | None = None
 
     def _set_state(self, new: ConnState) -> None:
@@ -127,6 +131,7 @@ class ServerConn:
             if state is ERROR or state is MUST_CLOSE or state is TUNNEL:
                 return events, None  # nothing more is parsed on this connection
             self._feeding = data  # a head completing in this read is in _carry + data (request-line check)
+            self._read_idle = state is IDLE
             try:
                 if state is RECV_BODY:
                     self._feed_body(data)
@@ -151,7 +156,10 @@ class ServerConn:
                 if self.state is MUST_CLOSE:
                     return events, None  # bytes after a closing request are not processed (RFC 9112 9.6)
                 self.state = ERROR
-                return events, self._map_parser_error(exc, self._carry + data, bool(events))
+                # the failing line is known only when its message began at the first byte of a read
+                known = self._known_start and (state is not IDLE or not events)
+                line = (self._carry + data).split(b"\n", 1)[0].rstrip(b"\r") if known else b""
+                return events, self._map_parser_error(exc, line)
 
     def _feed_body(self, data: bytes) -> None:
         """Feed body bytes; for chunked bodies bound the framing bytes (chunk lines, trailers) per read.
@@ -236,16 +244,15 @@ class ServerConn:
         more, error = self.feed(data)
         return done + more, error
 
-    def _map_parser_error(self, exc: Exception, recent: bytes, after_others: bool) -> RemoteProtocolError:
+    def _map_parser_error(self, exc: Exception, line: bytes) -> RemoteProtocolError:
         """http1-hardening item 3: parser errors to statuses; our own errors come back as __context__.
 
-        llhttp gives no position: the failing line is known only when no other request was parsed in the
-        same read (`after_others` False); otherwise the answer is a plain 400.
+        llhttp gives no error position: `line` is the failing request line when it is known (the read
+        began with it), else b"" and the answer is a plain 400.
         """
         inner = exc.__context__
         if isinstance(inner, RemoteProtocolError):
             return inner
-        line = b"" if after_others else recent.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r")
         if isinstance(exc, httptools.HttpParserInvalidMethodError):
             token = line.split(b" ", 1)[0]
             tchar_only = bool(token) and not token.translate(None, _TCHAR)
@@ -260,6 +267,8 @@ class ServerConn:
     # --- httptools callbacks: record only ---
     def on_message_begin(self) -> None:
         # hot path: the per-message reset inlined (one call less per request, bench_hotpath)
+        self._carry = b""  # bytes kept from earlier reads belong to earlier messages
+        self._known_start = self._read_idle and not self.events  # this message starts its read
         self._head = None
         self._url = b""
         self._raw = []
