@@ -449,7 +449,6 @@ class Exchange:
         status, body, metric = FAILURES[reason]
         if metric >= 0:
             self.ctx.stats.add(metric)
-        self.upstream_name = self.upstream_name or ""
         self.respond_local(status, body)
 
     def respond_local(self, status: int, body: bytes, extra: bytes = b"") -> None:
