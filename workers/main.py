@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from fastingress.settings import Settings
 from fastingress.table import stats as st
 from fastingress.table.shm import TableReader
 from workers.accesslog import AccessLog
+from workers.http1.headers import set_date
 from workers.proxy.context import WorkerContext
 from workers.proxy.downstream import DownstreamProtocol
 from workers.stats import WorkerStats
@@ -89,6 +91,7 @@ class Worker:
 
     def slow_tick(self, now: float) -> None:
         ctx = self.ctx
+        set_date(email.utils.formatdate(usegmt=True).encode())
         for conn in list(ctx.connections):
             conn.on_tick(now)
         ctx.pools.sweep(now)
@@ -140,6 +143,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
         log.error("cannot listen on %s:%d: %s", settings.bind_address, settings.http_port, exc,
                   extra={"worker": args.worker_id})
         return ExitCode.BOOT_FAILED
+    set_date(email.utils.formatdate(usegmt=True).encode())
     worker = Worker(args, settings, ctx, watch)
     loop.add_signal_handler(signal.SIGTERM, worker.drain)
     loop.add_signal_handler(signal.SIGQUIT, worker.quit)

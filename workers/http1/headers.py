@@ -103,10 +103,18 @@ def build_client_response(resp: ResponseHead, mode: int, keep_alive: bool, extra
     return b"".join(parts)
 
 
+_date_line = [b""]  # "Date: ...\r\n" for the proxy's own responses; set by the adapter's clock tick
+
+
+def set_date(http_date: bytes) -> None:
+    """The current IMF-fixdate (RFC 9110 section 5.6.7), refreshed once a second by the worker (no clock here)."""
+    _date_line[0] = b"Date: " + http_date + CRLF
+
+
 def build_local_response(status: int, body: bytes, keep_alive: bool, extra: bytes = b"") -> bytes:
     """A response the proxy makes itself (errors, redirects): short text body, always length-delimited."""
     return b"".join((
-        STATUS_LINES[status], b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ",
+        STATUS_LINES[status], _date_line[0], b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ",
         b"%d" % len(body), CRLF, b"" if keep_alive else b"Connection: close\r\n", extra, CRLF, body,
     ))
 
