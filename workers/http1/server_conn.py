@@ -20,7 +20,7 @@ import httptools
 from fastingress.table.normalize import normalize_host, normalize_path
 from workers.http1.errors import RemoteProtocolError
 from workers.http1.limits import HEAD_FEED_SLICE, Limits
-from workers.http1.states import ConnState, check_transition
+from workers.http1.states import TRANSITIONS, ConnState, check_transition
 
 IDLE, RECV_HEAD, RECV_BODY = ConnState.IDLE, ConnState.RECV_HEAD, ConnState.RECV_BODY
 MUST_CLOSE, TUNNEL, ERROR = ConnState.MUST_CLOSE, ConnState.TUNNEL, ConnState.ERROR
@@ -273,7 +273,9 @@ class ServerConn:
         self._url = b""
         self._raw = []
         self._head_bytes = self._chunk_overhead = self.body_received = 0
-        self._set_state(RECV_HEAD)
+        if RECV_HEAD not in TRANSITIONS[self.state]:  # hot path: _set_state inlined (one call per event less)
+            check_transition(self.state, RECV_HEAD)
+        self.state = RECV_HEAD
 
     def on_url(self, url: bytes) -> None:
         if self._url:
@@ -300,7 +302,9 @@ class ServerConn:
         if b" " + self._url + b" HTTP/1." not in self._carry + self._feeding:
             raise RemoteProtocolError("the request line must end in HTTP/1.0 or HTTP/1.1", 400)
         self._head = head
-        self._set_state(RECV_BODY)
+        if RECV_BODY not in TRANSITIONS[self.state]:  # hot path: _set_state inlined
+            check_transition(self.state, RECV_BODY)
+        self.state = RECV_BODY
         self.events.append((EV_HEAD, head))
 
     def on_body(self, body: bytes) -> None:
@@ -322,7 +326,10 @@ class ServerConn:
         self._finish_message(head)
 
     def _finish_message(self, head: RequestHead) -> None:
-        self._set_state(IDLE if head.keep_alive else MUST_CLOSE)
+        new = IDLE if head.keep_alive else MUST_CLOSE
+        if new not in TRANSITIONS[self.state]:  # hot path: _set_state inlined
+            check_transition(self.state, new)
+        self.state = new
         self.events.append((EV_END, None))
 
 
