@@ -24,12 +24,13 @@ def _route(route: Route) -> dict[str, Any]:
     return out
 
 
-def _format_endpoint(address: str, port: int) -> str:
+def format_endpoint(address: str, port: int) -> str:
+    """"ip:port", with IPv6 addresses in brackets."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _endpoints(ue: UpstreamEndpoints) -> list[str]:
-    return [_format_endpoint(e.address, e.port) for e in ue.endpoints]
+    return [format_endpoint(e.address, e.port) for e in ue.endpoints]
 
 
 def describe_config(config: CompiledConfig) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from fastingress.compiler.describe import format_endpoint
 from fastingress.table.lookup import NO_ROUTE, TableView
 from fastingress.table.normalize import normalize_host, normalize_path
 
@@ -59,10 +60,6 @@ def _sni_of(host: str) -> str | None:
     except ValueError:
         return host
     return None
-
-
-def _format_endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def explain_url(view: TableView, url: str, https_port: int = 443) -> Explanation:
@@ -116,7 +113,7 @@ def _explain_route(view: TableView, url: str, index: int, scheme: str, host: str
                            reason=f"Matched {how}, but its backend is not a Service (503).", **common)
     upstream = view.routes.upstream(route.upstream)
     endpoints = view.endpoints.endpoints(route.upstream)
-    eps = [_format_endpoint(a, p) for a, p in endpoints]
+    eps = [format_endpoint(a, p) for a, p in endpoints]
     base = {"backend": upstream.name, "redirect": None, "endpoints": eps, **common}
     if upstream.error:
         return Explanation(status=503, reason=f"Matched {how}, but {upstream.name} is unusable: "

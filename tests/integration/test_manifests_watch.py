@@ -17,31 +17,14 @@ from fastingress.model.problems import Problem
 from fastingress.model.store import Change
 from fastingress.sources.base import Source
 from fastingress.sources.manifests import ManifestsSource
+from tests.support.manifests import INGRESS_TEMPLATE
 
 pytestmark = pytest.mark.integration
 
 POLL_S = 0.05
 DEADLINE_S = 5.0  # generous for a loaded CI machine; a healthy run takes a few poll intervals
 
-INGRESS = """\
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  rules:
-  - host: {host}
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: web
-            port:
-              number: 80
-"""
+INGRESS = INGRESS_TEMPLATE.replace("{namespace}", "default")
 
 SERVICE = "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: 80}}]}}\n"
 

@@ -13,26 +13,9 @@ from fastingress.errors import SourceError
 from fastingress.model.objects import EndpointSlice, Ingress, Kind, ObjectKey, Service
 from fastingress.model.problems import Problem
 from fastingress.sources.manifests import ManifestSet, load_manifests
+from tests.support.manifests import INGRESS_TEMPLATE
 
-INGRESS = """\
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: {namespace}
-spec:
-  rules:
-  - host: {host}
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: web
-            port:
-              number: 80
-"""
+INGRESS = INGRESS_TEMPLATE
 
 SERVICE = """\
 apiVersion: v1
