@@ -165,7 +165,8 @@ class ServerConn:
         """Feed body bytes; for chunked bodies bound the framing bytes (chunk lines, trailers) per read.
 
         httptools reports no chunk-line positions or extensions, so the bound is per read: the framing
-        in one read may not exceed one chunk line limit per chunk started in it, plus one (hardening
+        in one read (that does not end the message) may not exceed one chunk line limit per chunk started
+        in it, plus one (hardening
         item 12, approximately: a single over-long line hidden among several chunks of one read passes).
         """
         head = self._head
@@ -174,6 +175,8 @@ class ServerConn:
             return
         before, chunks = self.body_received, self._chunks
         self._parser.feed_data(data)
+        if self._head is not head or self.state is not RECV_BODY:
+            return  # the message ended in this read: what follows it is the next head, bounded by its own limits
         framing = len(data) - (self.body_received - before)
         allowed = (self._chunks - chunks + 1) * (self.limits.chunk_line_bytes + 2) + self.limits.field_line_bytes
         if framing > allowed:
