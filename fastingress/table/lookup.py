@@ -312,14 +312,41 @@ class EndpointTable:
         return tuple(out)
 
 
+class RouteTarget:
+    """A route with its upstream and endpoints resolved in one view: what a request needs after matching."""
+
+    __slots__ = ("endpoints", "generation", "route", "upstream")
+
+    def __init__(self, route: RouteEntry, upstream: UpstreamEntry | None, endpoints: tuple[tuple[str, int], ...],
+                 generation: int) -> None:
+        self.route = route
+        self.upstream = upstream  # None: the route has no Service backend
+        self.endpoints = endpoints
+        self.generation = generation  # of the endpoints (round-robin positions are per generation)
+
+
 class TableView:
     """What a request reads once and keeps: a routes generation and an endpoints generation for it."""
 
-    __slots__ = ("endpoints", "routes")
+    __slots__ = ("endpoints", "routes", "targets")
 
     def __init__(self, routes: RouteTable, endpoints: EndpointTable) -> None:
         self.routes = routes
         self.endpoints = endpoints
+        # route index -> RouteTarget, filled on first use: one dict probe per request once warm; bounded
+        # by the number of routes, like the route entries it refers to
+        self.targets: dict[int, RouteTarget] = {}
+
+    def target(self, index: int) -> RouteTarget:
+        """The route at `index` (from RouteTable.match) with its upstream entry and endpoints."""
+        target = self.targets.get(index)
+        if target is None:
+            route = self.routes.route(index)
+            up = route.upstream
+            upstream = self.routes.upstream(up) if up >= 0 else None
+            eps = self.endpoints.endpoints(up) if up >= 0 else ()
+            target = self.targets[index] = RouteTarget(route, upstream, eps, self.endpoints.generation)
+        return target
 
     @property
     def generation(self) -> tuple[int, int]:

@@ -18,6 +18,7 @@ import httptools
 from workers.http1.errors import RemoteProtocolError
 from workers.http1.limits import Limits
 from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE, HOP_BY_HOP
+from workers.http1.simple import SimpleResponse, simple_response
 
 _CL = b"content-length"
 _TE = b"transfer-encoding"
@@ -65,15 +66,30 @@ class _HeadComplete(Exception):
     """Raised from on_headers_complete to stop parsing a HEAD response at its head (item 19)."""
 
 
+class _PlainCheck:
+    """The callback-free parser's sink: counts completed messages (the fast lane's llhttp check)."""
+
+    __slots__ = ("completed",)
+
+    def __init__(self) -> None:
+        self.completed = 0
+
+    def on_message_complete(self) -> None:
+        self.completed += 1
+
+
 class ClientConn:
     """Parses responses from one backend connection."""
 
-    __slots__ = ("_head", "_head_bytes", "_head_request", "_parser", "_raw", "_reason", "body_received", "complete",
-                 "events", "expecting", "in_message", "limits", "reusable")
+    __slots__ = ("_head", "_head_bytes", "_head_request", "_parser", "_plain", "_plain_check", "_raw", "_reason",
+                 "body_received", "complete", "events", "expecting", "in_message", "limits", "remaining", "reusable")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._parser = httptools.HttpResponseParser(self)
+        self._plain_check = _PlainCheck()
+        self._plain = httptools.HttpResponseParser(self._plain_check)
+        self.remaining = 0  # body bytes still due of a plain response
         self.events: list[tuple[int, object]] = []
         self.expecting = False  # a request is outstanding
         self.reusable = False
@@ -94,6 +110,42 @@ class ClientConn:
         self.expecting = True
         self.reusable = False
         self._head_request = method == b"HEAD"
+
+    # --- the fast lane: plain responses to plain GETs ---
+    def feed_simple(self, data: bytes) -> SimpleResponse | None:
+        """The first read of the response to a plain GET: a plain head (simple.simple_response)?
+
+        Then the head and the body bytes in this read went through the callback-free llhttp parser
+        and `remaining` counts the body still due (negative: surplus bytes, item 20). None: not
+        plain, or llhttp objects; nothing was consumed and the caller uses expect() + feed().
+        """
+        found = simple_response(data, self.limits)
+        if found is None:
+            return None
+        body = len(data) - found.head_end - 4
+        remaining = found.content_length - body
+        check = self._plain_check
+        done = check.completed
+        try:
+            self._plain.feed_data(data if remaining >= 0 else data[: len(data) + remaining])
+        except httptools.HttpParserError:
+            self._plain = httptools.HttpResponseParser(check)  # spoiled; the full path answers
+            return None
+        if check.completed != done + (remaining <= 0):
+            self._plain = httptools.HttpResponseParser(check)
+            return None
+        self.remaining = remaining
+        self.reusable = remaining == 0
+        return found
+
+    def feed_simple_body(self, data: bytes) -> int:
+        """More body of a plain response; returns how many bytes of `data` belong to it."""
+        due = self.remaining
+        n = len(data) if len(data) <= due else due
+        self._plain.feed_data(data if n == len(data) else data[:n])  # a counted body: llhttp cannot object
+        self.remaining = due - len(data)
+        self.reusable = self.remaining == 0
+        return n
 
     # --- input ---
     def feed(self, data: bytes) -> tuple[list[tuple[int, object]], RemoteProtocolError | None]:

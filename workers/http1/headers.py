@@ -42,6 +42,10 @@ def build_upstream_request(head: RequestHead, peer: bytes, scheme: bytes, port: 
 
     `block` is forwarded_block(peer, scheme, port), passed by callers that keep it per connection.
     """
+    if head.raw_fields:  # hot path: a plain request (no forwarded fields, no framing, no hop-by-hop fields)
+        return b"".join((head.method, b" ", head.path, head.query, b" HTTP/1.1\r\n", head.raw_fields,
+                         block or forwarded_block(peer, scheme, port), b"X-Forwarded-Host: ", head.host_header,
+                         b"\r\nX-Request-ID: ", request_id, b"\r\n\r\n"))
     fwd = head.forwarded
     parts = [head.method, b" ", head.path, head.query, b" HTTP/1.1\r\nHost: ", head.host_header, CRLF]
     drop = head.connection_tokens

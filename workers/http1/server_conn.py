@@ -20,6 +20,7 @@ import httptools
 from fastingress.table.normalize import normalize_host, normalize_path
 from workers.http1.errors import RemoteProtocolError
 from workers.http1.limits import HEAD_FEED_SLICE, Limits
+from workers.http1.simple import simple_fields, simple_target
 from workers.http1.states import TRANSITIONS, ConnState, check_transition
 
 IDLE, RECV_HEAD, RECV_BODY = ConnState.IDLE, ConnState.RECV_HEAD, ConnState.RECV_BODY
@@ -54,7 +55,8 @@ class RequestHead:
     """A validated request head: what the proxy routes and forwards."""
 
     __slots__ = ("chunked", "connection_tokens", "content_length", "expect_continue", "fields", "forwarded",
-                 "host", "host_header", "keep_alive", "method", "path", "query", "target", "upgrade", "version")
+                 "host", "host_header", "keep_alive", "method", "path", "query", "raw_fields", "target", "upgrade",
+                 "version")
 
     def __init__(self) -> None:
         self.method = b""
@@ -72,6 +74,21 @@ class RequestHead:
         self.expect_continue = False
         self.upgrade = b""  # b"websocket" for a validated WebSocket upgrade
         self.connection_tokens: tuple[bytes, ...] = ()
+        # a plain request (simple.simple_request): its field lines as received, Host included, each with
+        # its CRLF; then `fields` is empty and these are forwarded instead
+        self.raw_fields = b""
+
+
+class _PlainCheck:
+    """The callback-free parser's sink: counts completed messages (the fast lane's llhttp check)."""
+
+    __slots__ = ("completed",)
+
+    def __init__(self) -> None:
+        self.completed = 0
+
+    def on_message_complete(self) -> None:
+        self.completed += 1
 
 
 class ServerConn:
@@ -86,6 +103,9 @@ class ServerConn:
         "_head_bytes",
         "_known_start",
         "_parser",
+        "_plain",
+        "_plain_check",
+        "_plain_memo",
         "_raw",
         "_read_idle",
         "_upgrade_buf",
@@ -113,6 +133,10 @@ class ServerConn:
         self._read_idle = True
         self._known_start = False
         self._upgrade_buf: bytes | None = None
+        self._plain_check = _PlainCheck()
+        self._plain = httptools.HttpRequestParser(self._plain_check)
+        # (field lines after the request line as received, Host value, normalised host, field lines to forward)
+        self._plain_memo: tuple[bytes, bytes, bytes, bytes] = (b"\x00", b"", b"", b"")
 
     def _set_state(self, new: ConnState) -> None:
         check_transition(self.state, new)
@@ -160,6 +184,56 @@ class ServerConn:
                 known = self._known_start and (state is not IDLE or not events)
                 line = (self._carry + data).split(b"\n", 1)[0].rstrip(b"\r") if known else b""
                 return events, self._map_parser_error(exc, line)
+
+    def feed_simple(self, data: bytes) -> RequestHead | None:
+        """The fast lane: a read that is exactly one plain GET head (simple.simple_request) -> its head.
+
+        None: not plain, or llhttp objects; nothing was consumed and the caller feeds the same bytes
+        to `feed`, which gives the full answer. The main parser never sees a plain message and the
+        plain parser sees only whole plain messages, so both stay at message boundaries.
+        """
+        if self.state is not IDLE or self._carry or self._upgrade_buf is not None:
+            return None
+        line_end = simple_target(data, self.limits)
+        if line_end < 0:
+            return None
+        memo = self._plain_memo
+        if data.endswith(memo[0]) and len(data) - len(memo[0]) == line_end:
+            # the same field lines as the previous plain request on this connection (keep-alive clients
+            # repeat them): the same answer as simple_fields + normalize_host, which are pure
+            _, host_header, host, fields = memo
+        else:
+            found = simple_fields(data, line_end, self.limits)
+            if found is None:
+                return None
+            host_header, fields = found
+            normal_host = normalize_host(host_header)
+            if normal_host is None:
+                return None
+            host = normal_host
+            self._plain_memo = (data[line_end:], host_header, host, fields)
+        target = data[4: line_end - 9]
+        normal = normalize_path(target)
+        if normal is None:
+            return None
+        check = self._plain_check
+        done = check.completed
+        try:
+            self._plain.feed_data(data)
+        except httptools.HttpParserError:
+            self._plain = httptools.HttpRequestParser(check)  # its state is spoiled; the full path answers
+            return None
+        if check.completed != done + 1:
+            self._plain = httptools.HttpRequestParser(check)
+            return None
+        head = RequestHead()
+        head.method = b"GET"
+        head.target = target
+        head.host = host
+        head.host_header = host_header
+        head.path, head.query = normal
+        head.raw_fields = fields
+        return head
 
     def _feed_body(self, data: bytes) -> None:
         """Feed body bytes; for chunked bodies bound the framing bytes (chunk lines, trailers) per read.

@@ -97,6 +97,15 @@ class DownstreamProtocol(asyncio.Protocol):
             if ex is not None:
                 ex.tunnel_from_client(data)
             return
+        if self.exchange is None and not self.backlog and not self.closing:
+            head = self.conn.feed_simple(data)  # hot path: one plain GET head in this read (simple.py)
+            if head is not None:
+                self.idle = False
+                self.requests += 1
+                ex = self.exchange = Exchange(self, head)
+                ex.req_done = True  # no body
+                ex.start()
+                return
         ctx = self.ctx
         if self.idle:
             self.idle = False
@@ -184,7 +193,7 @@ class DownstreamProtocol(asyncio.Protocol):
         ctx = self.ctx
         self.idle = True
         self.deadline = ctx.now + ctx.settings.timeout_keepalive_idle_s
-        if self.conn.upgrade_pending:  # the backend refused the upgrade: what followed is HTTP again
+        if ex.head.upgrade and self.conn.upgrade_pending:  # the backend refused it: what followed is HTTP again
             events, error = self.conn.resume()
             self.backlog = events + self.backlog
             if error is not None:
@@ -195,7 +204,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if backlog:
             self.idle = False
             self._run(backlog)
-        if len(self.backlog) <= MAX_PIPELINED_EVENTS:
+        if self._paused and len(self.backlog) <= MAX_PIPELINED_EVENTS:
             self.resume_reading_for(PAUSE_PIPELINE)
         if self.exchange is None and self.error is not None:
             self._send_error(self.error)

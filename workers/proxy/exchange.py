@@ -65,8 +65,8 @@ class Exchange:
 
     __slots__ = ("_task", "attempts", "body_sent", "bytes_out", "client_keep_alive", "ctx", "deadline", "down",
                  "early", "endpoint", "endpoints", "generation", "head", "mode", "pending", "pending_size",
-                 "req_done", "request_bytes", "request_id", "resp_started", "route_ingress", "state", "status",
-                 "t0", "tried", "up", "upgrade_tail", "upstream", "upstream_name")
+                 "req_done", "request_bytes", "request_id", "resp_started", "route_ingress", "simple", "state",
+                 "status", "t0", "tried", "up", "upgrade_tail", "upstream", "upstream_name")
 
     def __init__(self, down: DownstreamProtocol, head: RequestHead) -> None:
         self.down = down
@@ -98,6 +98,7 @@ class Exchange:
         self.endpoints: tuple[Endpoint, ...] = ()
         self.generation = 0
         self.request_bytes = b""
+        self.simple = False  # a plain GET on the fast lane (simple.py); False again if its response is not plain
 
     # --- routing ---
     def start(self) -> None:
@@ -105,24 +106,23 @@ class Exchange:
         head = self.head
         if view is None:
             return self.respond_local(503, b"503 Service Unavailable: no route table yet\n")
-        routes = view.routes
-        index = routes.match(head.host, head.path)
+        index = view.routes.match(head.host, head.path)
         if index == NO_ROUTE:
             return self.fail("no_route")
-        route = routes.route(index)
+        target = view.targets.get(index) or view.target(index)
+        route = target.route
         self.route_ingress = route.ingress
         if route.redirect_https and not self.down.tls:
             return self.redirect_https()
-        upstream = route.upstream
-        if upstream < 0:
+        entry = target.upstream
+        if entry is None:
             return self.fail("no_backend")
-        self.upstream = upstream
-        entry = routes.upstream(upstream)
+        self.upstream = route.upstream
         self.upstream_name = entry.name
         if entry.error:
             return self.fail("service_error")
-        self.endpoints = view.endpoints.endpoints(upstream)
-        self.generation = view.endpoints.generation
+        self.endpoints = target.endpoints
+        self.generation = target.generation
         if not self.endpoints:
             if not entry.external_name:
                 return self.fail("no_endpoint")
@@ -186,7 +186,10 @@ class Exchange:
         ctx = self.ctx
         self.up = up
         up.exchange = self
-        up.conn.expect(self.head.method)
+        if self.head.raw_fields:
+            self.simple = True  # the response is recognised on its first read (upstream_simple)
+        else:
+            up.conn.expect(self.head.method)
         if ctx.pools.least_request:  # requests in flight per endpoint matter only to least-request
             ctx.pools.state(up.endpoint).active += 1
         self.state = SENT
@@ -260,10 +263,53 @@ class Exchange:
         events, error = up.conn.feed(data)
         self.relay(events, error)
 
+    def upstream_simple(self, data: bytes) -> None:
+        """Backend bytes for a plain GET (hot path): a plain response is relayed with its head as received
+        (less a `Connection: keep-alive` line), counted by its Content-Length; anything else goes to
+        the full path from its first byte."""
+        up = self.up
+        assert up is not None
+        conn = up.conn
+        if self.state == SENT:
+            found = conn.feed_simple(data)
+            if found is None:
+                self.simple = False
+                conn.expect(b"GET")
+                return self.upstream_data(data)
+            ctx = self.ctx
+            keep = not ctx.draining and self.down.requests < ctx.settings.limit_requests_per_connection
+            self.client_keep_alive = keep
+            self.status = found.status
+            self.state = RESPONDING
+            self.resp_started = True
+            self.mode = 1
+            remaining = conn.remaining
+            if remaining < 0:
+                data = data[: len(data) + remaining]  # surplus after the body: dropped, connection not reused
+            if found.cut_end or not keep:
+                blank = found.head_end + 2
+                cut_start, cut_end = (found.cut_start, found.cut_end) if found.cut_end else (blank, blank)
+                data = b"".join((data[:cut_start], data[cut_end:blank], b"" if keep else b"Connection: close\r\n",
+                                 data[blank:]))
+        else:
+            n = conn.feed_simple_body(data)
+            if n < len(data):
+                data = data[:n]
+            remaining = conn.remaining
+        self.bytes_out += len(data)
+        transport = self.down.transport  # DownstreamProtocol.write, inlined (hot path)
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+        if remaining <= 0:
+            return self.response_complete()
+        self.deadline = self.ctx.now + self.ctx.settings.timeout_upstream_response_s
+
     def upstream_eof(self) -> None:
         up = self.up
         if up is None:
             return
+        if self.simple and self.state == RESPONDING:
+            return self.upstream_failed("bad_response")  # the backend closed inside a counted body
         if self.state == SENT and not up.conn.in_message:
             return self.upstream_lost(up, None)  # closed before any response byte: maybe retried
         events, error = up.conn.eof()

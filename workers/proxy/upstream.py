@@ -38,7 +38,9 @@ class UpstreamProtocol(asyncio.Protocol):
         if ex is None:
             self.close()  # unsolicited bytes on an idle connection: never parse them as a response
             return
-        if self.tunnel:
+        if ex.simple:
+            ex.upstream_simple(data)
+        elif self.tunnel:
             ex.tunnel_from_upstream(data)
         else:
             ex.upstream_data(data)

@@ -1,0 +1,160 @@
+"""Recognise the plain messages that need no per-field interpretation: the proxy's fast lane.
+
+Most requests through an ingress are a keep-alive `GET` whose head arrives in one read, with one
+Host, maybe `Connection: keep-alive`, and nothing else the proxy must interpret; most responses are
+a keep-alive head with one `Content-Length`. For those, walking every field in Python (one parser
+callback and one classification step per field, on both sides) is most of the proxy's cost
+(docs/performance.md). These functions decide with C-level bytes operations and one regular
+expression whether a message is that plain, and if so return what the proxy needs to forward it
+with its field lines copied as received. Anything else returns None and takes the full path
+(ServerConn / ClientConn), which owns every error answer.
+
+Recognising is not validating: the caller still runs the message through httptools (a second,
+callback-free parser instance per connection, fed only whole plain messages) and takes the full path
+when llhttp objects. llhttp (strict, as we run it) refuses bare CR or LF, obs-fold, bad tokens and
+control characters, so once it accepts the bytes every line ends in CRLF and the `\r\n<name>:`
+scans below see exactly the field lines. The conditions here are deliberately narrow; a false "not
+plain" costs only speed, a false "plain" would be a hardening bug, so each condition names the
+http1-hardening item it preserves.
+
+Must not: do I/O, allocate per field, or raise on any input.
+"""
+
+from __future__ import annotations
+
+import re
+
+from workers.http1.limits import Limits
+
+# Request fields the proxy interprets or owns (server_conn._SPECIAL) other than Host, and any
+# Connection that is not exactly `keep-alive`. llhttp refuses whitespace before ":", so a name is
+# always followed by ":" directly.
+_REQUEST_OTHER = re.compile(
+    rb"\r\n(?:(?:content-length|transfer-encoding|keep-alive|proxy-connection|te|trailer|upgrade|http2-settings"
+    rb"|expect|x-forwarded-[^:\r\n]*|x-real-ip|x-request-id):|connection:(?![ \t]*keep-alive\r\n))")
+_UNDERSCORE_NAME = re.compile(rb"\r\n[^:\r\n]*_")  # hardening item 15: such fields are dropped (full path)
+# Response fields with framing or hop-by-hop meaning (client_conn._RESPONSE_SPECIAL) other than
+# Content-Length, and any Connection that is not exactly `keep-alive`
+_RESPONSE_OTHER = re.compile(
+    rb"\r\n(?:(?:transfer-encoding|keep-alive|proxy-connection|te|trailer|upgrade|http2-settings):"
+    rb"|connection:(?![ \t]*keep-alive\r\n))")
+_DIGITS = b"0123456789"
+_NO_BODY = (b"204", b"304")
+_HOST = b"\r\nhost:"
+_CONNECTION = b"\r\nconnection:"
+_CONTENT_LENGTH = b"\r\ncontent-length:"
+
+
+def _keep_alive_line(lowered: bytes, start: int) -> tuple[int, int] | None:
+    """(start, end) of the one `Connection: keep-alive` line to drop, (0, 0) if none; None if two."""
+    c = lowered.find(_CONNECTION, start)
+    if c < 0:
+        return 0, 0
+    end = lowered.find(b"\r\n", c + 2) + 2
+    if lowered.find(_CONNECTION, end - 2) >= 0:
+        return None
+    return c + 2, end
+
+
+def simple_target(data: bytes, limits: Limits) -> int:
+    """The request line of a read that is exactly one plain GET head: the index of its CRLF, or -1."""
+    # item 12: a read no longer than one line limit cannot break the request line, field line or head limit
+    if data[:4] != b"GET " or len(data) > limits.field_line_bytes or len(data) > limits.request_line_bytes:
+        return -1
+    end = len(data) - 4
+    if data.find(b"\r\n\r\n") != end:  # exactly one complete head, no body, nothing pipelined behind it
+        return -1
+    line_end = data.find(b"\r\n")
+    if data[line_end - 9: line_end] != b" HTTP/1.1" or data[4:5] != b"/":  # items 5 and 7 (origin-form)
+        return -1
+    return line_end
+
+
+def simple_fields(data: bytes, line_end: int, limits: Limits) -> tuple[bytes, bytes] | None:
+    """The field lines of a plain GET head (after simple_target) -> (Host value, field lines to forward).
+
+    The field lines are the head's lines after the request line, each with its CRLF, without a
+    `Connection: keep-alive` line (hop-by-hop). None: not plain, use the full path.
+    """
+    if data.count(b"\n") - 2 > limits.header_count:  # item 12 (lines end in CRLF: llhttp checks it)
+        return None
+    lowered = data.lower()
+    if _REQUEST_OTHER.search(lowered, line_end) is not None:
+        return None
+    h = lowered.find(_HOST, line_end)
+    if h < 0 or lowered.find(_HOST, h + 7) >= 0:  # item 8: exactly one Host
+        return None
+    if b"_" in lowered and _UNDERSCORE_NAME.search(lowered, line_end) is not None:
+        return None
+    cut = _keep_alive_line(lowered, line_end)
+    if cut is None:
+        return None
+    host = data[h + 7: data.find(b"\r\n", h + 7)].strip(b" \t")  # item 13
+    cut_start, cut_end = cut
+    base = line_end + 2
+    if cut_end:
+        return host, data[base:cut_start] + data[cut_end:-2]
+    return host, data[base:-2]
+
+
+def simple_request(data: bytes, limits: Limits) -> tuple[bytes, bytes, bytes] | None:
+    """One read holding exactly one plain GET head and nothing else -> (target, Host value, field lines)."""
+    line_end = simple_target(data, limits)
+    if line_end < 0:
+        return None
+    found = simple_fields(data, line_end, limits)
+    if found is None:
+        return None
+    return data[4: line_end - 9], found[0], found[1]
+
+
+class SimpleResponse:
+    """A plain response head: where it ends, its status and length, the Connection line to drop."""
+
+    __slots__ = ("content_length", "cut_end", "cut_start", "head_end", "status")
+
+    def __init__(self, status: int, head_end: int, content_length: int, cut_start: int, cut_end: int) -> None:
+        self.status = status
+        self.head_end = head_end  # index of the blank line's CRLF: data[:head_end] is the head without it
+        self.content_length = content_length
+        self.cut_start = cut_start
+        self.cut_end = cut_end
+
+
+def simple_response(data: bytes, limits: Limits) -> SimpleResponse | None:
+    """The first read of a response to a GET: a plain HTTP/1.1 keep-alive head with one Content-Length?
+
+    Plain: status 200-599 except 204 and 304 (their framing is special, item 19), a reason phrase,
+    exactly one Content-Length of digits, no Transfer-Encoding or other hop-by-hop field except
+    `Connection: keep-alive` (dropped), within the response head limits (item 18).
+    """
+    if data[:17] == b"HTTP/1.1 200 OK\r\n":  # most responses: the checks below, decided at once
+        status = 200
+    else:
+        if data[:9] != b"HTTP/1.1 " or data[12:13] != b" " or data[9:10] < b"2" or data[9:10] > b"5":
+            return None
+        code = data[9:12]
+        if code in _NO_BODY or code.translate(None, _DIGITS):
+            return None
+        status = int(code)
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end > limits.response_head_bytes:
+        return None
+    head = data[: end + 2]
+    if head.count(b"\n") - 1 > limits.header_count:  # item 18
+        return None
+    lowered = head.lower()
+    if _RESPONSE_OTHER.search(lowered) is not None:
+        return None
+    cl = lowered.find(_CONTENT_LENGTH)  # llhttp refuses a second one
+    if cl < 0:
+        return None
+    value = lowered[cl + 17: lowered.find(b"\r\n", cl + 17)].strip(b" \t")
+    if not value or len(value) > 18 or value.translate(None, _DIGITS):
+        return None
+    cut = _keep_alive_line(lowered, 0)
+    if cut is None:
+        return None
+    cut_start, cut_end = cut
+    length = int(value)
+    return SimpleResponse(status, end, length, cut_start, cut_end)
