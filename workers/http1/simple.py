@@ -42,7 +42,8 @@ _DIGITS = b"0123456789"
 _NO_BODY = (b"204", b"304")
 _HOST = b"\r\nhost:"
 _CONNECTION = b"\r\nconnection:"
-_CONTENT_LENGTH = b"\r\ncontent-length:"
+# a Content-Length of digits only (no sign, no "_" that int() would accept), at most 18 of them
+_CONTENT_LENGTH_LINE = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*\r\n")
 
 
 def _keep_alive_line(lowered: bytes, start: int) -> tuple[int, int] | None:
@@ -84,7 +85,7 @@ def simple_fields(data: bytes, line_end: int, limits: Limits) -> tuple[bytes, by
     h = lowered.find(_HOST, line_end)
     if h < 0 or lowered.find(_HOST, h + 7) >= 0:  # item 8: exactly one Host
         return None
-    if b"_" in lowered and _UNDERSCORE_NAME.search(lowered, line_end) is not None:
+    if lowered.find(b"_") >= 0 and _UNDERSCORE_NAME.search(lowered, line_end) is not None:
         return None
     cut = _keep_alive_line(lowered, line_end)
     if cut is None:
@@ -146,15 +147,12 @@ def simple_response(data: bytes, limits: Limits) -> SimpleResponse | None:
     lowered = head.lower()
     if _RESPONSE_OTHER.search(lowered) is not None:
         return None
-    cl = lowered.find(_CONTENT_LENGTH)  # llhttp refuses a second one
-    if cl < 0:
-        return None
-    value = lowered[cl + 17: lowered.find(b"\r\n", cl + 17)].strip(b" \t")
-    if not value or len(value) > 18 or value.translate(None, _DIGITS):
+    cl = _CONTENT_LENGTH_LINE.search(lowered)  # llhttp refuses a second one
+    if cl is None:
         return None
     cut = _keep_alive_line(lowered, 0)
     if cut is None:
         return None
     cut_start, cut_end = cut
-    length = int(value)
+    length = int(cl.group(1))
     return SimpleResponse(status, end, length, cut_start, cut_end)

@@ -200,8 +200,8 @@ class DownstreamProtocol(asyncio.Protocol):
                 self.error = error
         if self._in_run:
             return  # the running loop continues with the next event
-        backlog, self.backlog = self.backlog, []
-        if backlog:
+        if self.backlog:
+            backlog, self.backlog = self.backlog, []
             self.idle = False
             self._run(backlog)
         if self._paused and len(self.backlog) <= MAX_PIPELINED_EVENTS:

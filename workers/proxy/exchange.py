@@ -264,9 +264,13 @@ class Exchange:
         self.relay(events, error)
 
     def upstream_simple(self, data: bytes) -> None:
-        """Backend bytes for a plain GET (hot path): a plain response is relayed with its head as received
-        (less a `Connection: keep-alive` line), counted by its Content-Length; anything else goes to
-        the full path from its first byte."""
+        """Backend bytes for a plain GET (hot path): a plain response is relayed with its head as received,
+        counted by its Content-Length; anything else goes to the full path from its first byte.
+
+        The backend's `Connection: keep-alive` (the only hop-by-hop field a plain head may have) is the
+        field this proxy would send on a keep-alive client connection, so it is left in place: no copy
+        of the response. When the client connection ends, that line is replaced by `Connection: close`.
+        """
         up = self.up
         assert up is not None
         conn = up.conn
@@ -286,11 +290,10 @@ class Exchange:
             remaining = conn.remaining
             if remaining < 0:
                 data = data[: len(data) + remaining]  # surplus after the body: dropped, connection not reused
-            if found.cut_end or not keep:
+            if not keep:  # else the backend's `Connection: keep-alive`, if any, says what ours would: kept
                 blank = found.head_end + 2
                 cut_start, cut_end = (found.cut_start, found.cut_end) if found.cut_end else (blank, blank)
-                data = b"".join((data[:cut_start], data[cut_end:blank], b"" if keep else b"Connection: close\r\n",
-                                 data[blank:]))
+                data = b"".join((data[:cut_start], data[cut_end:blank], b"Connection: close\r\n", data[blank:]))
         else:
             n = conn.feed_simple_body(data)
             if n < len(data):
@@ -400,7 +403,9 @@ class Exchange:
                 ctx.pools.release(up, ctx.now)
             else:
                 up.close()
-        self.finish()
+        self.state = DONE  # finish(), inlined (hot path)
+        self.log()
+        self.down.exchange_done(self, self.client_keep_alive)
 
     def upstream_lost(self, up: UpstreamProtocol, exc: Exception | None) -> None:
         """The backend connection closed under us."""
