@@ -20,7 +20,7 @@ import httptools
 from fastingress.table.normalize import normalize_host, normalize_path
 from workers.http1.errors import RemoteProtocolError
 from workers.http1.limits import HEAD_FEED_SLICE, Limits
-from workers.http1.simple import simple_fields, simple_target
+from workers.http1.simple import TARGET_CHARS, simple_fields, simple_target
 from workers.http1.states import TRANSITIONS, ConnState, check_transition
 
 IDLE, RECV_HEAD, RECV_BODY = ConnState.IDLE, ConnState.RECV_HEAD, ConnState.RECV_BODY
@@ -197,11 +197,14 @@ class ServerConn:
         line_end = simple_target(data, self.limits)
         if line_end < 0:
             return None
+        target = data[4: line_end - 9]
         memo = self._plain_memo
         if data.endswith(memo[0]) and len(data) - len(memo[0]) == line_end:
             # the same field lines as the previous plain request on this connection (keep-alive clients
-            # repeat them): the same answer as simple_fields + normalize_host, which are pure
+            # repeat them): the same answer as simple_fields + normalize_host, which are pure. llhttp
+            # accepted these field lines already; it accepts any request-target of these characters
             _, host_header, host, fields = memo
+            checked = not target.translate(None, TARGET_CHARS)
         else:
             found = simple_fields(data, line_end, self.limits)
             if found is None:
@@ -211,21 +214,22 @@ class ServerConn:
             if normal_host is None:
                 return None
             host = normal_host
-            self._plain_memo = (data[line_end:], host_header, host, fields)
-        target = data[4: line_end - 9]
+            checked = False
         normal = normalize_path(target)
         if normal is None:
             return None
-        check = self._plain_check
-        done = check.completed
-        try:
-            self._plain.feed_data(data)
-        except httptools.HttpParserError:
-            self._plain = httptools.HttpRequestParser(check)  # its state is spoiled; the full path answers
-            return None
-        if check.completed != done + 1:
-            self._plain = httptools.HttpRequestParser(check)
-            return None
+        if not checked:
+            check = self._plain_check
+            done = check.completed
+            try:
+                self._plain.feed_data(data)
+            except httptools.HttpParserError:
+                self._plain = httptools.HttpRequestParser(check)  # its state is spoiled; the full path answers
+                return None
+            if check.completed != done + 1:
+                self._plain = httptools.HttpRequestParser(check)
+                return None
+            self._plain_memo = (data[line_end:], host_header, host, fields)  # only what llhttp accepted
         head = RequestHead()
         head.method = b"GET"
         head.target = target

@@ -39,6 +39,9 @@ _RESPONSE_OTHER = re.compile(
     rb"\r\n(?:(?:transfer-encoding|keep-alive|proxy-connection|te|trailer|upgrade|http2-settings):"
     rb"|connection:(?![ \t]*keep-alive\r\n))")
 _DIGITS = b"0123456789"
+# request-target bytes llhttp accepts anywhere in an origin-form target: RFC 3986 pchar, "/", "?"
+# (a strict subset of its URL character table, which admits every visible ASCII character)
+TARGET_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%"
 _NO_BODY = (b"204", b"304")
 _HOST = b"\r\nhost:"
 _CONNECTION = b"\r\nconnection:"
@@ -110,16 +113,29 @@ def simple_request(data: bytes, limits: Limits) -> tuple[bytes, bytes, bytes] | 
 
 
 class SimpleResponse:
-    """A plain response head: where it ends, its status and length, the Connection line to drop."""
+    """A plain response head: its status, where it ends, its body length."""
 
-    __slots__ = ("content_length", "cut_end", "cut_start", "head_end", "status")
+    __slots__ = ("content_length", "head_end", "status")
 
-    def __init__(self, status: int, head_end: int, content_length: int, cut_start: int, cut_end: int) -> None:
+    def __init__(self, status: int, head_end: int, content_length: int) -> None:
         self.status = status
         self.head_end = head_end  # index of the blank line's CRLF: data[:head_end] is the head without it
         self.content_length = content_length
-        self.cut_start = cut_start
-        self.cut_end = cut_end
+
+
+def closing_head(data: bytes, head_end: int) -> bytes:
+    """`data` (a plain response from its first byte) with `Connection: close` for its Connection lines."""
+    blank = head_end + 2
+    lowered = data[:blank].lower()
+    parts = []
+    start = 0
+    c = lowered.find(_CONNECTION)
+    while c >= 0:
+        parts.append(data[start: c + 2])
+        start = lowered.find(b"\r\n", c + 2) + 2
+        c = lowered.find(_CONNECTION, start - 2)
+    parts += (data[start:blank], b"Connection: close\r\n", data[blank:])
+    return b"".join(parts)
 
 
 def simple_response(data: bytes, limits: Limits) -> SimpleResponse | None:
@@ -127,7 +143,8 @@ def simple_response(data: bytes, limits: Limits) -> SimpleResponse | None:
 
     Plain: status 200-599 except 204 and 304 (their framing is special, item 19), a reason phrase,
     exactly one Content-Length of digits, no Transfer-Encoding or other hop-by-hop field except
-    `Connection: keep-alive` (dropped), within the response head limits (item 18).
+    `Connection: keep-alive` (what the proxy says itself on a keep-alive client connection; see
+    closing_head for the others), within the response head limits (item 18).
     """
     if data[:17] == b"HTTP/1.1 200 OK\r\n":  # most responses: the checks below, decided at once
         status = 200
@@ -150,9 +167,4 @@ def simple_response(data: bytes, limits: Limits) -> SimpleResponse | None:
     cl = _CONTENT_LENGTH_LINE.search(lowered)  # llhttp refuses a second one
     if cl is None:
         return None
-    cut = _keep_alive_line(lowered, 0)
-    if cut is None:
-        return None
-    cut_start, cut_end = cut
-    length = int(cl.group(1))
-    return SimpleResponse(status, end, length, cut_start, cut_end)
+    return SimpleResponse(status, end, int(cl.group(1)))

@@ -33,6 +33,7 @@ from workers.http1.headers import (
     response_framing,
 )
 from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE, RequestHead
+from workers.http1.simple import closing_head
 from workers.proxy.upstream import UpstreamProtocol
 
 if TYPE_CHECKING:
@@ -291,9 +292,7 @@ class Exchange:
             if remaining < 0:
                 data = data[: len(data) + remaining]  # surplus after the body: dropped, connection not reused
             if not keep:  # else the backend's `Connection: keep-alive`, if any, says what ours would: kept
-                blank = found.head_end + 2
-                cut_start, cut_end = (found.cut_start, found.cut_end) if found.cut_end else (blank, blank)
-                data = b"".join((data[:cut_start], data[cut_end:blank], b"Connection: close\r\n", data[blank:]))
+                data = closing_head(data, found.head_end)
         else:
             n = conn.feed_simple_body(data)
             if n < len(data):
