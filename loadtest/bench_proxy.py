@@ -135,7 +135,7 @@ def start_haproxy(tmp: Path, backend: int) -> Server:
     return Server("haproxy", ["haproxy", "-f", str(cfg)], port, PROXY_CPU)
 
 
-def start_fastingress(tmp: Path, backend: int) -> Server:
+def start_fastingress(tmp: Path, backend: int, python: str = sys.executable) -> Server:
     port = free_port()
     manifests = tmp / "manifests"
     manifests.mkdir(exist_ok=True)
@@ -146,14 +146,14 @@ def start_fastingress(tmp: Path, backend: int) -> Server:
         "spec: {ingressClassName: fastingress, defaultBackend: {service: {name: be, port: {number: 80}}}}\n")
     env = {**os.environ, "FASTINGRESS_ACCESS_LOG": "false", "FASTINGRESS_LOG_LEVEL": "WARNING",
            "FASTINGRESS_LIMIT_REQUESTS_PER_CONNECTION": "1000000000"}
-    argv = [sys.executable, "-m", "fastingress", "serve", "--manifests", str(manifests), "--http-port", str(port),
+    argv = [python, "-m", "fastingress", "serve", "--manifests", str(manifests), "--http-port", str(port),
             "--https-port", "0", "--admin-port", "0", "--workers", "1"]
     return Server("fastingress", argv, port, PROXY_CPU, env)
 
 
-def start_aiohttp(tmp: Path, backend: int) -> Server:
+def start_aiohttp(tmp: Path, backend: int, python: str = sys.executable) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "loadtest.naive_aiohttp_proxy", "--port", str(port),
+    argv = [python, "-m", "loadtest.naive_aiohttp_proxy", "--port", str(port),
             "--backend", f"http://127.0.0.1:{backend}"]
     return Server("aiohttp", argv, port, PROXY_CPU)
 
@@ -180,11 +180,17 @@ def measure(server: Server, seconds: float, connections: int) -> dict[str, float
     return result
 
 
+def fastingress_python(python: str) -> str:
+    """Version and build flags of the interpreter running fastingress (PGO/LTO builds are much faster)."""
+    code = "import sys, sysconfig; print(sys.version.split()[0], sysconfig.get_config_var('CONFIG_ARGS'))"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30).stdout.strip()
+
+
 def missing_tools() -> list[str]:
     return [tool for tool in ("nginx", "haproxy", "wrk", "taskset") if shutil.which(tool) is None]
 
 
-def bench(scenario: str, rounds: int, seconds: float, connections: int) -> dict[str, Any]:
+def bench(scenario: str, rounds: int, seconds: float, connections: int, python: str = sys.executable) -> dict[str, Any]:
     results: dict[str, list[dict[str, float]]] = {"fastingress": [], "nginx": [], "haproxy": [], "aiohttp": []}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -192,8 +198,8 @@ def bench(scenario: str, rounds: int, seconds: float, connections: int) -> dict[
         try:
             servers.append(start_backend(tmp, SCENARIOS[scenario]))
             backend = servers[0].port
-            servers += [start_fastingress(tmp, backend), start_nginx(tmp, backend), start_haproxy(tmp, backend),
-                        start_aiohttp(tmp, backend)]
+            servers += [start_fastingress(tmp, backend, python), start_nginx(tmp, backend), start_haproxy(tmp, backend),
+                        start_aiohttp(tmp, backend, python)]
             for _ in range(rounds):
                 for server in servers[1:]:
                     results[server.name].append(measure(server, seconds, connections))
@@ -215,6 +221,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--json", help="write every round to this file")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter that runs fastingress and the aiohttp baseline (default: this one); "
+                        "see docs/performance.md")
     args = parser.parse_args()
     missing = missing_tools()
     if missing:
@@ -223,7 +232,7 @@ def main() -> int:
         return 2
     out = []
     for scenario in (SCENARIOS if args.scenario == "all" else [args.scenario]):
-        res = bench(scenario, args.rounds, args.seconds, args.connections)
+        res = bench(scenario, args.rounds, args.seconds, args.connections, args.python)
         out.append(res)
         med = res["median"]
         print(f"## {scenario}: fastingress/nginx {res['ratio_rps_vs_nginx']:.2f}x, "
@@ -234,8 +243,9 @@ def main() -> int:
                   f"{m['rps_per_cpu_s']:>9.0f} req/CPU-s  errors {m['errors']:.0f}")
     if args.json:
         uname = dict(zip(("sysname", "nodename", "release", "version", "machine"), os.uname(), strict=True))
-        Path(args.json).write_text(json.dumps({"machine": uname, "cpus": os.cpu_count(),
-                                               "python": sys.version, "results": out}, indent=1))
+        Path(args.json).write_text(json.dumps({
+            "machine": uname, "cpus": os.cpu_count(), "python": sys.version,
+            "fastingress_python": fastingress_python(args.python), "results": out}, indent=1))
     return 0
 
 

@@ -66,29 +66,24 @@ class _HeadComplete(Exception):
     """Raised from on_headers_complete to stop parsing a HEAD response at its head (item 19)."""
 
 
-class _PlainCheck:
-    """The callback-free parser's sink: counts completed messages (the fast lane's llhttp check)."""
+class _NoCallbacks:
+    """The plain-response parser's sink: none. llhttp accepted the head, so it frames the body by the one
+    Content-Length we read too (it refuses a second one), and we feed it exactly the body's bytes:
+    the message ends where our count says, without a callback to confirm it."""
 
-    __slots__ = ("completed",)
-
-    def __init__(self) -> None:
-        self.completed = 0
-
-    def on_message_complete(self) -> None:
-        self.completed += 1
+    __slots__ = ()
 
 
 class ClientConn:
     """Parses responses from one backend connection."""
 
-    __slots__ = ("_head", "_head_bytes", "_head_request", "_parser", "_plain", "_plain_check", "_raw", "_reason",
+    __slots__ = ("_head", "_head_bytes", "_head_request", "_parser", "_plain", "_raw", "_reason",
                  "body_received", "complete", "events", "expecting", "in_message", "limits", "remaining", "reusable")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._parser = httptools.HttpResponseParser(self)
-        self._plain_check = _PlainCheck()
-        self._plain = httptools.HttpResponseParser(self._plain_check)
+        self._plain = httptools.HttpResponseParser(_NoCallbacks())
         self.remaining = 0  # body bytes still due of a plain response
         self.events: list[tuple[int, object]] = []
         self.expecting = False  # a request is outstanding
@@ -122,17 +117,12 @@ class ClientConn:
         found = simple_response(data, self.limits)
         if found is None:
             return None
-        body = len(data) - found.head_end - 4
-        remaining = found.content_length - body
-        check = self._plain_check
-        done = check.completed
+        _, head_end, content_length = found
+        remaining = content_length - (len(data) - head_end - 4)
         try:
             self._plain.feed_data(data if remaining >= 0 else data[: len(data) + remaining])
         except httptools.HttpParserError:
-            self._plain = httptools.HttpResponseParser(check)  # spoiled; the full path answers
-            return None
-        if check.completed != done + (remaining <= 0):
-            self._plain = httptools.HttpResponseParser(check)
+            self._plain = httptools.HttpResponseParser(_NoCallbacks())  # spoiled; the full path answers
             return None
         self.remaining = remaining
         self.reusable = remaining == 0

@@ -24,7 +24,7 @@ HEAD_FEED_SLICE = 4 * 1024  # feed the parser at most this much while a head is 
 class Limits:
     """Per-connection limits; body size 0 = unlimited."""
 
-    __slots__ = ("body_bytes", "chunk_line_bytes", "field_line_bytes", "head_bytes", "header_count",
+    __slots__ = ("body_bytes", "chunk_line_bytes", "field_line_bytes", "head_bytes", "header_count", "plain_bytes",
                  "request_line_bytes", "response_head_bytes")
 
     def __init__(self, *, body_bytes: int = 0, request_line_bytes: int = MAX_REQUEST_LINE_BYTES,
@@ -38,3 +38,5 @@ class Limits:
         self.header_count = header_count
         self.chunk_line_bytes = chunk_line_bytes
         self.response_head_bytes = response_head_bytes
+        # a head no longer than this cannot break a line or head limit (the fast lane's bound, simple.py)
+        self.plain_bytes = min(request_line_bytes, field_line_bytes, head_bytes)

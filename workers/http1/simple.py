@@ -35,8 +35,8 @@ _REQUEST_OTHER = re.compile(
 _UNDERSCORE_NAME = re.compile(rb"\r\n[^:\r\n]*_")  # hardening item 15: such fields are dropped (full path)
 # Response fields with framing or hop-by-hop meaning (client_conn._RESPONSE_SPECIAL) other than
 # Content-Length, and any Connection that is not exactly `keep-alive`
-_RESPONSE_OTHER = re.compile(
-    rb"\r\n(?:(?:transfer-encoding|keep-alive|proxy-connection|te|trailer|upgrade|http2-settings):"
+_RESPONSE_OTHER = re.compile(  # factored by first letter: sre tries fewer branches per line
+    rb"\n(?:t(?:ransfer-encoding|e|railer):|keep-alive:|proxy-connection:|upgrade:|http2-settings:"
     rb"|connection:(?![ \t]*keep-alive\r\n))")
 _DIGITS = b"0123456789"
 # request-target bytes llhttp accepts anywhere in an origin-form target: RFC 3986 pchar, "/", "?"
@@ -62,14 +62,13 @@ def _keep_alive_line(lowered: bytes, start: int) -> tuple[int, int] | None:
 
 def simple_target(data: bytes, limits: Limits) -> int:
     """The request line of a read that is exactly one plain GET head: the index of its CRLF, or -1."""
-    # item 12: a read no longer than one line limit cannot break the request line, field line or head limit
-    if data[:4] != b"GET " or len(data) > limits.field_line_bytes or len(data) > limits.request_line_bytes:
-        return -1
-    end = len(data) - 4
-    if data.find(b"\r\n\r\n") != end:  # exactly one complete head, no body, nothing pipelined behind it
+    # items 5 and 7 (origin-form); item 12: a read no longer than one line limit cannot break the
+    # request line, field line or head limit
+    if not data.startswith(b"GET /") or len(data) > limits.plain_bytes:
         return -1
     line_end = data.find(b"\r\n")
-    if data[line_end - 9: line_end] != b" HTTP/1.1" or data[4:5] != b"/":  # items 5 and 7 (origin-form)
+    # exactly one complete head, no body, nothing pipelined behind it; the request line ends in HTTP/1.1
+    if data.find(b"\r\n\r\n", line_end) != len(data) - 4 or data[line_end - 9: line_end] != b" HTTP/1.1":
         return -1
     return line_end
 
@@ -112,15 +111,9 @@ def simple_request(data: bytes, limits: Limits) -> tuple[bytes, bytes, bytes] | 
     return data[4: line_end - 9], found[0], found[1]
 
 
-class SimpleResponse:
-    """A plain response head: its status, where it ends, its body length."""
-
-    __slots__ = ("content_length", "head_end", "status")
-
-    def __init__(self, status: int, head_end: int, content_length: int) -> None:
-        self.status = status
-        self.head_end = head_end  # index of the blank line's CRLF: data[:head_end] is the head without it
-        self.content_length = content_length
+# a plain response head: (status, head_end, content_length); head_end is the index of the blank
+# line's CRLF, so data[:head_end] is the head without it (a tuple: the hot path builds one per response)
+SimpleResponse = tuple[int, int, int]
 
 
 def closing_head(data: bytes, head_end: int) -> bytes:
@@ -167,4 +160,4 @@ def simple_response(data: bytes, limits: Limits) -> SimpleResponse | None:
     cl = _CONTENT_LENGTH_LINE.search(lowered)  # llhttp refuses a second one
     if cl is None:
         return None
-    return SimpleResponse(status, end, int(cl.group(1)))
+    return status, end, int(cl.group(1))

@@ -81,4 +81,4 @@ class WorkerContext:
     def request_id(self) -> bytes:
         """32 hex digits, unique per worker run: a random prefix and a counter (no syscall per request)."""
         self._rid += 1
-        return self._rid_prefix + b"%016x" % self._rid
+        return b"%s%016x" % (self._rid_prefix, self._rid)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 ROUTING, CONNECTING, SENT, RESPONDING, DONE, DISCARD, TUNNEL = range(7)
 PENDING_HIGH_BYTES = 256 * 1024  # body buffered while connecting; above it the client is paused
+_perf_counter = time.perf_counter
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 
 # the one table of failures: reason -> (status, body, upstream-error metric or -1)
@@ -73,7 +74,7 @@ class Exchange:
         self.down = down
         self.ctx = ctx = down.ctx
         self.head = head
-        self.t0 = time.perf_counter()
+        self.t0 = _perf_counter()
         self.state = ROUTING
         self.up: UpstreamProtocol | None = None
         self.endpoint: Endpoint | None = None
@@ -284,7 +285,7 @@ class Exchange:
             ctx = self.ctx
             keep = not ctx.draining and self.down.requests < ctx.settings.limit_requests_per_connection
             self.client_keep_alive = keep
-            self.status = found.status
+            self.status = found[0]
             self.state = RESPONDING
             self.resp_started = True
             self.mode = 1
@@ -292,7 +293,7 @@ class Exchange:
             if remaining < 0:
                 data = data[: len(data) + remaining]  # surplus after the body: dropped, connection not reused
             if not keep:  # else the backend's `Connection: keep-alive`, if any, says what ours would: kept
-                data = closing_head(data, found.head_end)
+                data = closing_head(data, found[1])
         else:
             n = conn.feed_simple_body(data)
             if n < len(data):
@@ -525,7 +526,7 @@ class Exchange:
 
     def log(self) -> None:
         ctx = self.ctx
-        latency = time.perf_counter() - self.t0
+        latency = _perf_counter() - self.t0
         ctx.stats.request(self.status or 499, latency)
         log = ctx.access_log
         if log is not None:
