@@ -226,7 +226,7 @@ class ServerConn:
             except httptools.HttpParserError:
                 self._plain = httptools.HttpRequestParser(check)  # its state is spoiled; the full path answers
                 return None
-            if check.completed != done + 1:
+            if check.completed != done + 1 or self._plain.get_http_version() != "1.1":
                 self._plain = httptools.HttpRequestParser(check)
                 return None
             self._plain_memo = (data[line_end:], host_header, host, fields)  # only what llhttp accepted

@@ -70,6 +70,9 @@ def simple_target(data: bytes, limits: Limits) -> int:
     # exactly one complete head, no body, nothing pipelined behind it; the request line ends in HTTP/1.1
     if data.find(b"\r\n\r\n", line_end) != len(data) - 4 or data[line_end - 9: line_end] != b" HTTP/1.1":
         return -1
+    # items 5 and 7: exactly "GET SP target SP HTTP/1.1"; a bare LF would end an HTTP/0.9 line for llhttp
+    if data.count(b" ", 0, line_end) != 2 or data.find(b"\n", 0, line_end) >= 0:
+        return -1
     return line_end
 
 
@@ -143,6 +146,8 @@ def simple_response(data: bytes, limits: Limits) -> SimpleResponse | None:
         status = 200
     else:
         if data[:9] != b"HTTP/1.1 " or data[12:13] != b" " or data[9:10] < b"2" or data[9:10] > b"5":
+            return None
+        if data[13:14] == b"\r":  # no reason phrase: the full path supplies one
             return None
         code = data[9:12]
         if code in _NO_BODY or code.translate(None, _DIGITS):
