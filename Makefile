@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint unit integration e2e demo bench-table clean docs-config
+.PHONY: test lint unit integration e2e demo bench bench-quick bench-table clean docs-config
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,17 @@ unit: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/fastingress demo
+
+# side by side with nginx and haproxy (needs: apt-get install nginx-light haproxy wrk util-linux);
+# BENCH_PYTHON: the interpreter that runs fastingress (a PGO/LTO build, as production images ship)
+BENCH_PYTHON ?= $(PY)
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m loadtest --python $(BENCH_PYTHON) $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m loadtest --quick --python $(BENCH_PYTHON)
 
 bench-table: $(STAMP)
 	$(PY) -m loadtest.bench_table

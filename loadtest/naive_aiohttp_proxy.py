@@ -1,6 +1,6 @@
 """A naive reverse proxy on aiohttp, the baseline of the data-plane issue: `python -m loadtest.naive_aiohttp_proxy
 --port N --backend http://127.0.0.1:M`. One ClientSession (keep-alive to the backend), the whole body read
-then returned; no routing, no checks. For loadtest/bench_proxy.py only.
+then returned; no routing, no checks. For loadtest (the `small` and `16k` scenarios) only.
 """
 
 from __future__ import annotations

@@ -1,0 +1,277 @@
+"""The processes and measurements behind `python -m loadtest`: servers we start and stop by PID, wrk runs,
+CPU time from /proc, and the interleaved comparison every throughput scenario uses.
+
+One shared backend (nginx: a cached file for GET, `200 ok` for POST, its own worker), then fastingress
+(`fastingress serve --manifests`), nginx (`proxy_http_version 1.1`, upstream keepalive) and haproxy
+(`nbthread 1`, `http-reuse always`), all configured from the same manifests (loadtest/configs.py), and,
+where a scenario asks, a naive aiohttp proxy (loadtest/naive_aiohttp_proxy.py). Each is driven by wrk in
+turn, A B C A B C ... for `rounds` rounds, medians reported. The proxy under test is pinned to CPU 0,
+wrk and the backend to CPU 1 (`taskset`). Everything listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest import configs
+
+PROXY_CPU, LOAD_CPU, ANY_CPU = "0", "1", "0,1"
+TOOLS = ("nginx", "haproxy", "wrk", "taskset")
+INSTALL = "apt-get install nginx-light haproxy wrk util-linux"
+METRICS = ("rps", "p50_ms", "p90_ms", "p99_ms", "errors", "cpu_s", "rps_per_cpu_s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes (and their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+class Server:
+    """A process we started, stopped by PID."""
+
+    def __init__(self, name: str, argv: list[str], port: int, cpu: str, env: dict[str, str] | None = None) -> None:
+        self.name, self.port = name, port
+        self.proc = subprocess.Popen(["taskset", "-c", cpu, *argv], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=env)
+        try:
+            wait_port(port)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def pids(self) -> list[int]:
+        """The processes doing the work: the workers (children), else the process itself."""
+        kids = children(self.proc.pid)
+        return kids or [self.proc.pid]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def nginx_conf(tmp: Path, name: str, body: str) -> Path:
+    conf = tmp / f"{name}.conf"
+    conf.write_text(f"worker_processes 1;\ndaemon off;\npid {tmp}/{name}.pid;\nerror_log {tmp}/{name}.err;\n"
+                    f"events {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n{body}\n}}\n")
+    return conf
+
+
+def start_backend(tmp: Path, size: int, ports: int = 1) -> tuple[Server, list[int]]:
+    """nginx answering GET with a cached `size`-byte file and POST (uploads) with `200 ok`."""
+    listen = [free_port() for _ in range(ports)]
+    (tmp / "body").write_bytes(b"x" * size)
+    os.chmod(tmp, 0o755)  # nginx's workers run as an unprivileged user and must read the body file
+    os.chmod(tmp / "body", 0o644)
+    listens = "".join(f" listen 127.0.0.1:{p};" for p in listen)
+    # the backend must not be the bottleneck: the file is cached open and sent with sendfile
+    body = ("  open_file_cache max=16 inactive=1h;\n  open_file_cache_valid 1h;\n  sendfile on;\n"
+            f"  server {{{listens} keepalive_requests 1000000; client_max_body_size 0;\n"
+            f"    location / {{ if ($request_method = POST) {{ return 200 \"ok\\n\"; }}\n"
+            f"      root {tmp}; try_files /body =404; default_type text/plain; }} }}")
+    return Server("backend", ["nginx", "-c", str(nginx_conf(tmp, "backend", body))], listen[0], LOAD_CPU), listen
+
+
+def start_nginx(tmp: Path, routes: list[configs.Route]) -> Server:
+    port = free_port()
+    conf = nginx_conf(tmp, "proxy", configs.nginx_http_block(routes, port))
+    return Server("nginx", ["nginx", "-c", str(conf)], port, PROXY_CPU)
+
+
+def start_haproxy(tmp: Path, routes: list[configs.Route]) -> Server:
+    port = free_port()
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(configs.haproxy_config(routes, port))
+    return Server("haproxy", ["haproxy", "-f", str(cfg)], port, PROXY_CPU)
+
+
+def start_fastingress(manifests: Path, python: str, workers: int = 1, name: str = "fastingress",
+                      cpu: str = PROXY_CPU) -> Server:
+    port = free_port()
+    env = {**os.environ, "FASTINGRESS_ACCESS_LOG": "false", "FASTINGRESS_LOG_LEVEL": "WARNING",
+           "FASTINGRESS_LIMIT_REQUESTS_PER_CONNECTION": "1000000000", "FASTINGRESS_MANIFESTS_POLL_S": "0.05"}
+    argv = [python, "-m", "fastingress", "serve", "--manifests", str(manifests), "--http-port", str(port),
+            "--https-port", "0", "--admin-port", "0", "--workers", str(workers)]
+    server = Server(name, argv, port, cpu, env)
+    wait_serving(port)
+    return server
+
+
+def wait_serving(port: int, timeout_s: float = 30.0) -> None:
+    """The port accepts before the first table is published: wait for an answer other than 503."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if http_status(port, "/", "") not in (0, 503):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"fastingress on {port} never served a table")
+
+
+def http_status(port: int, path: str, host: str, timeout_s: float = 2.0) -> int:
+    """One GET on a fresh connection; its status, 0 when there is none."""
+    request = f"GET {path} HTTP/1.1\r\nHost: {host or 'localhost'}\r\nConnection: close\r\n\r\n".encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+            s.sendall(request)
+            head = s.recv(64)
+    except OSError:
+        return 0
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    return int(match.group(1)) if match else 0
+
+
+def start_aiohttp(backend: int, python: str) -> Server:
+    port = free_port()
+    argv = [python, "-m", "loadtest.naive_aiohttp_proxy", "--port", str(port), "--backend",
+            f"http://127.0.0.1:{backend}"]
+    return Server("aiohttp", argv, port, PROXY_CPU)
+
+
+@dataclass
+class Load:
+    """What wrk sends: connections, extra headers, an optional Lua script (POST bodies, many hosts)."""
+
+    connections: int = 64
+    headers: tuple[str, ...] = ()
+    script: str | None = None
+    path: str = "/"
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_wrk(port: int, seconds: float, load: Load, tmp: Path) -> dict[str, float]:
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{load.connections}", f"-d{max(1, round(seconds))}s",
+            "--latency"]
+    for header in load.headers:
+        argv += ["-H", header]
+    if load.script:
+        script = tmp / "load.lua"
+        script.write_text(load.script)
+        argv += ["-s", str(script)]
+    argv.append(f"http://127.0.0.1:{port}{load.path}")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rps is None:
+        raise RuntimeError(f"wrk gave no result: {out[-500:]}")
+    result = {"rps": float(rps.group(1))}
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"\b{pct}%\s+([\d.]+)(us|ms|s)\b", out)
+        result[f"p{pct}_ms"] = float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["errors"] = float((int(non2xx.group(1)) if non2xx else 0)
+                             + (sum(int(g) for g in sock.groups()[1:]) if sock else 0))
+    return result
+
+
+def measure(server: Server, seconds: float, load: Load, tmp: Path, warmup_s: float = 1.0) -> dict[str, float]:
+    run_wrk(server.port, warmup_s, load, tmp)  # warm up: pools, caches
+    pids = server.pids()
+    before = cpu_seconds(pids)
+    result = run_wrk(server.port, seconds, load, tmp)
+    result["cpu_s"] = cpu_seconds(pids) - before
+    result["rps_per_cpu_s"] = result["rps"] * seconds / result["cpu_s"] if result["cpu_s"] else float("nan")
+    return result
+
+
+@dataclass
+class Options:
+    rounds: int = 3
+    seconds: float = 5.0
+    warmup_s: float = 1.0
+    python: str = sys.executable
+    quick: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def medians(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in rounds.items() if runs}
+
+
+def ratios(med: dict[str, dict[str, float]], subject: str = "fastingress") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if subject not in med:
+        return out
+    for other in med:
+        if other != subject and med[other]["rps"]:
+            out[f"{subject}/{other}"] = med[subject]["rps"] / med[other]["rps"]
+            if med[other]["p99_ms"]:
+                out[f"p99 {subject}/{other}"] = med[subject]["p99_ms"] / med[other]["p99_ms"]
+    return out
+
+
+def interleave(servers: list[Server], load: Load, opts: Options, tmp: Path) -> dict[str, list[dict[str, float]]]:
+    """A B C A B C ...: each server measured `opts.rounds` times in turn."""
+    rounds: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+    for _ in range(opts.rounds):
+        for server in servers:
+            rounds[server.name].append(measure(server, opts.seconds, load, tmp, opts.warmup_s))
+    return rounds
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in TOOLS if shutil.which(tool) is None]
+
+
+def versions(python: str) -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        except OSError:
+            return "-"
+        return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else "-"
+
+    code = "import sys; print(sys.version.split()[0], sys.executable)"
+    return {"python": sys.version.split()[0], "fastingress_python": first_line([python, "-c", code]),
+            "nginx": first_line(["nginx", "-v"]), "haproxy": first_line(["haproxy", "-v"]),
+            "wrk": first_line(["wrk", "-v"])}
