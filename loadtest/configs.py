@@ -180,11 +180,11 @@ def _nginx_action(route: Route | None, ups: dict[tuple[tuple[str, int], ...], in
         return "return 404;"
     if not route.endpoints:
         return "return 503;"
-    # request bodies streamed as fastingress and haproxy do (nginx would otherwise spool uploads over
-    # client_body_buffer_size to temporary files first), no body size limit
+    # bodies streamed both ways as fastingress and haproxy do, and as ingress-nginx configures nginx
+    # (proxy-buffering off): otherwise nginx spools large uploads and responses to temporary files
     return (f"proxy_pass http://u{ups[route.endpoints]}; proxy_http_version 1.1; "
             'proxy_set_header Connection ""; proxy_set_header Host $host; '
-            "proxy_request_buffering off; client_max_body_size 0;")
+            "proxy_request_buffering off; proxy_buffering off; client_max_body_size 0;")
 
 
 def nginx_http_block(routes: list[Route], listen_port: int) -> str:
