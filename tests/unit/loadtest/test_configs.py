@@ -136,7 +136,7 @@ def test_nginx_prefix_is_an_exact_and_a_slash_location_with_keepalive_upstream()
     assert "listen 127.0.0.1:8000 default_server; server_name _;" in servers[0]  # unknown hosts: 404
     assert "location / { return 404; }" in servers[0]
     proxy = ('proxy_pass http://u0; proxy_http_version 1.1; proxy_set_header Connection ""; '
-             "proxy_set_header Host $host; proxy_request_buffering off; proxy_buffering off; client_max_body_size 0;")
+             "proxy_set_header Host $host; proxy_request_buffering off; client_max_body_size 0;")
     for i, server in enumerate(servers[1:]):
         assert f"server_name h{i}.bench.example;" in server and "keepalive_requests 1000000;" in server
         for j in range(2):
