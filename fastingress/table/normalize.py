@@ -21,7 +21,7 @@ _HEX = b"0123456789abcdefABCDEF"
 _HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._"
 _DIGITS = b"0123456789"
 # target bytes that never need decoding, resolving or refusing ("%" and "." may; "//" is checked apart)
-_PLAIN = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~!$&'()*+,;=:@/?"
+PLAIN_TARGET_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~!$&'()*+,;=:@/?"
 MAX_HOST_BYTES = 253  # RFC 1035 section 2.3.4 limit for a DNS name (without the trailing dot)
 
 
@@ -72,7 +72,7 @@ def normalize_path(target: bytes) -> tuple[bytes, bytes] | None:
         path, query = target, b""
     # hot path: a target of letters, digits and the plain pchar punctuation, without "//", needs nothing
     # (two C-level scans; no "%" to decode, no "." to resolve, nothing to refuse)
-    if not target.translate(None, _PLAIN) and target.find(b"//") < 0:
+    if not target.translate(None, PLAIN_TARGET_BYTES) and target.find(b"//") < 0:
         return path, query
     if b"\x00" in target or b"#" in target or b"\\" in path:
         return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 
+from fastingress.table.normalize import PLAIN_TARGET_BYTES
 from workers.http1.limits import Limits
 
 # Request fields the proxy interprets or owns (server_conn._SPECIAL) other than Host, and any
@@ -41,7 +42,7 @@ _RESPONSE_OTHER = re.compile(  # factored by first letter: sre tries fewer branc
 _DIGITS = b"0123456789"
 # request-target bytes llhttp accepts anywhere in an origin-form target: RFC 3986 pchar, "/", "?"
 # (a strict subset of its URL character table, which admits every visible ASCII character)
-TARGET_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%"
+TARGET_CHARS = PLAIN_TARGET_BYTES + b".%"
 _NO_BODY = (b"204", b"304")
 _HOST = b"\r\nhost:"
 _CONNECTION = b"\r\nconnection:"
