@@ -22,9 +22,12 @@ Theory of operation:
   `reap_dead_readers()`; `close()` unlinks everything; a new writer removes files left by writers
   whose pid is gone (e.g. after a SIGKILL).
 
-Ordering: descriptors are invalidated (generation -1) before they are rewritten and readers re-read
+Ordering: `ControlBlock` is the only code that touches words another process races on, each with
+its ordering (`atomics`: release stores pair with acquire loads; plain numpy on x86-64, libatomic
+elsewhere). Descriptors are invalidated (generation -1) before they are rewritten and readers re-read
 the generation after the other fields, and every segment header carries its generation: a reader
-that races the writer sees a mismatch and keeps its current view until its next poll.
+that races the writer sees a mismatch and keeps its current view until its next poll. The argument,
+pair by pair: docs/design/0001, "Memory ordering".
 
 Must not: use multiprocessing.shared_memory (its resource tracker may unlink segments it did not
 create on Python 3.11, CPython gh-82300), take locks, or decode tables on the reader's swap path.
@@ -41,6 +44,7 @@ import time
 import numpy as np
 
 from fastingress.errors import TableError
+from fastingress.table import atomics
 from fastingress.table import schema as s
 from fastingress.table.lookup import EndpointTable, RouteTable, TableView
 
@@ -98,9 +102,13 @@ def _control_words(max_slots: int) -> int:
 
 
 class ControlBlock:
-    """int64 views over the control block: header words, descriptor rings and reader slots."""
+    """int64 views over the control block, and every access to a word the other side races on.
 
-    def __init__(self, mm: mmap.mmap) -> None:
+    Each method says which side calls it and pairs with a method of the other side; the ordering is
+    chosen once here (`atomics.ordered_words`: TableError when it cannot be had).
+    """
+
+    def __init__(self, mm: mmap.mmap, force_libatomic: bool = False) -> None:
         self.mm = mm
         words = np.frombuffer(mm, dtype="<i8")
         self.head = words[:CTL_HEAD_WORDS]
@@ -109,14 +117,85 @@ class ControlBlock:
         n = int(self.head[W_SLOTS])
         if len(words) < _control_words(n):
             raise TableError("control block too short")
+        self.ordered = atomics.ordered_words(words, force_libatomic)
         ring = DESC_SLOTS * DESC_WORDS
+        self.routes_ring, self.endpoints_ring = CTL_HEAD_WORDS, CTL_HEAD_WORDS + ring  # first word of each
         self.routes_desc = words[CTL_HEAD_WORDS: CTL_HEAD_WORDS + ring].reshape(DESC_SLOTS, DESC_WORDS)
         self.endpoints_desc = words[CTL_HEAD_WORDS + ring: CTL_HEAD_WORDS + 2 * ring].reshape(DESC_SLOTS, DESC_WORDS)
-        base = CTL_HEAD_WORDS + 2 * ring
-        self.slots = words[base: base + n * SLOT_WORDS].reshape(n, SLOT_WORDS)
+        self.slots_base = CTL_HEAD_WORDS + 2 * ring
+        self.slots = words[self.slots_base: self.slots_base + n * SLOT_WORDS].reshape(n, SLOT_WORDS)
 
+    # --- the current word ---
     def current(self) -> int:
-        return int(self.head[W_CURRENT])  # one aligned 8-byte load
+        """Reader: the current word; acquire, pairs with `set_current` (polled every tick)."""
+        return self.ordered.load_acquire(W_CURRENT)
+
+    def set_current(self, word: int) -> None:
+        """Writer: store the word last (release), then fence: later loads of the slots come after it."""
+        self.ordered.store_release(W_CURRENT, word)
+        self.ordered.fence()  # pairs with the fence in `claim`
+
+    # --- descriptors: a seqlock whose sequence is the generation ---
+    def describe(self, ring: int, gen: int, arena: int, offset: int, length: int) -> None:
+        """Writer: invalidate, fill, set the generation; each a release store, so -1 precedes every field."""
+        at = ring + gen % DESC_SLOTS * DESC_WORDS
+        store = self.ordered.store_release
+        store(at + D_GEN, -1)
+        store(at + D_ARENA, arena)
+        store(at + D_OFFSET, offset)
+        store(at + D_LENGTH, length)
+        store(at + D_GEN, gen)
+
+    def descriptor(self, ring: int, gen: int) -> tuple[int, int, int]:
+        """Reader: (arena, offset, length) of `gen`; each load acquires, so the fields precede the re-read."""
+        at = ring + gen % DESC_SLOTS * DESC_WORDS
+        first, arena, offset, length = self.ordered.load_acquire_run(at, DESC_WORDS)  # D_GEN first
+        if first != gen or self.ordered.load_acquire(at + D_GEN) != gen:  # re-read: a rewrite may be under way
+            raise TableError(f"generation {gen} is not described (yet, or any more)")
+        return arena, offset, length
+
+    # --- reader slots ---
+    def claim(self, slot: int, pid: int) -> None:
+        """Reader, before its first `current`: hold everything back, then fence (pairs with `set_current`)."""
+        at = self.slots_base + slot * SLOT_WORDS
+        self.ordered.store_release(at + SL_ACK, 0)
+        self.ordered.store_release(at + SL_PID, pid)
+        self.ordered.fence()
+
+    def ack(self, slot: int, word: int) -> None:
+        """Reader: release, so its loads of older segments are done before the writer can see the ack."""
+        self.ordered.store_release(self.slots_base + slot * SLOT_WORDS + SL_ACK, word)
+
+    def leave(self, slot: int) -> None:
+        """Reader, last: release its slot (its loads are done before the writer sees it free)."""
+        at = self.slots_base + slot * SLOT_WORDS
+        self.ordered.store_release(at + SL_ACK, 0)
+        self.ordered.store_release(at + SL_PID, 0)
+
+    def heartbeat(self, slot: int, now_ns: int) -> None:
+        """Reader: a plain store; a liveness hint that publishes nothing needs no ordering."""
+        self.slots[slot, SL_HEARTBEAT] = now_ns
+
+    def readers(self) -> list[tuple[int, int, int, int]]:
+        """Writer: (slot, pid, acked word, heartbeat ns) of every occupied slot.
+
+        pid, then ack, both acquire: pairs with `ack`/`leave`, so space is reused only after the
+        reader's last load of it. The plain scan only picks candidates; it runs after `set_current`'s
+        fence, which is what `claim` relies on.
+        """
+        load = self.ordered.load_acquire
+        found: list[tuple[int, int, int, int]] = []
+        for slot in np.flatnonzero(self.slots[:, SL_PID]).tolist():
+            at = self.slots_base + slot * SLOT_WORDS
+            pid = load(at + SL_PID)
+            if pid != 0:
+                found.append((slot, pid, load(at + SL_ACK), int(self.slots[slot, SL_HEARTBEAT])))
+        return found
+
+    def free(self, slot: int) -> None:
+        """Writer: forget a reader that was reaped or is yet to start (exit and spawn order these stores)."""
+        self.slots[slot, SL_PID] = 0
+        self.slots[slot, SL_ACK] = 0
 
 
 class Arena:
@@ -158,7 +237,9 @@ def _round_up(n: int, align: int) -> int:
 class TableWriter:
     """Creates the control block, publishes generations, reclaims what no reader uses."""
 
-    def __init__(self, shm_dir: str = SHM_DIR, max_slots: int = DEFAULT_MAX_SLOTS) -> None:
+    def __init__(self, shm_dir: str = SHM_DIR, max_slots: int = DEFAULT_MAX_SLOTS,
+                 force_libatomic: bool = False) -> None:
+        """`force_libatomic`: order words through libatomic even on x86-64 (tests of the arm64 path)."""
         self.shm_dir = shm_dir
         remove_stale_segments(shm_dir)
         self.prefix = f"fastingress-{os.getpid()}-{secrets.token_hex(4)}"
@@ -173,7 +254,12 @@ class TableWriter:
         head[W_SCHEMA], head[W_SLOTS], head[W_WRITER_PID] = s.SCHEMA_VERSION, max_slots, os.getpid()
         head[W_MAGIC] = CTL_MAGIC
         del head
-        self.ctl = ControlBlock(mm)
+        try:
+            self.ctl = ControlBlock(mm, force_libatomic)
+        except TableError:
+            _unlink(self._path("ctl"))
+            raise
+        # plain stores: readers attach only after the supervisor spawned them, which orders these
         self.ctl.routes_desc[:, D_GEN] = -1
         self.ctl.endpoints_desc[:, D_GEN] = -1
         self.routes_gen = 0
@@ -211,12 +297,6 @@ class TableWriter:
         self.arena = new
         return new, 0
 
-    def _describe(self, ring: np.ndarray, gen: int, arena: int, offset: int, length: int) -> None:
-        row = ring[gen % DESC_SLOTS]
-        row[D_GEN] = -1  # invalidate first: a racing reader sees a mismatch, never a mix
-        row[D_ARENA], row[D_OFFSET], row[D_LENGTH] = arena, offset, length
-        row[D_GEN] = gen
-
     # --- publishing ---
     def publish(self, routes: bytes | None, endpoints: bytes) -> tuple[int, int]:
         """Publish a new endpoints generation and, when `routes` is given, a new routes generation."""
@@ -236,30 +316,28 @@ class TableWriter:
             arena.write(offset + split, eps)
             self.live.append(Region("r", rgen, arena.ident, offset, len(rts)))
             self.live.append(Region("e", egen, arena.ident, offset + split, len(eps)))
-            self._describe(self.ctl.routes_desc, rgen, arena.ident, offset, len(rts))
-            self._describe(self.ctl.endpoints_desc, egen, arena.ident, offset + split, len(eps))
+            self.ctl.describe(self.ctl.routes_ring, rgen, arena.ident, offset, len(rts))
+            self.ctl.describe(self.ctl.endpoints_ring, egen, arena.ident, offset + split, len(eps))
             self.routes_gen = rgen
         else:
             s.stamp_generation(eps, egen, self.routes_gen)
             arena, offset = self._allocate(len(eps))
             arena.write(offset, eps)
             self.live.append(Region("e", egen, arena.ident, offset, len(eps)))
-            self._describe(self.ctl.endpoints_desc, egen, arena.ident, offset, len(eps))
+            self.ctl.describe(self.ctl.endpoints_ring, egen, arena.ident, offset, len(eps))
         self.endpoints_gen = egen
-        self.ctl.head[W_CURRENT] = pack_word(self.routes_gen, egen)  # written last
+        self.ctl.set_current(pack_word(self.routes_gen, egen))  # written last
         self.reclaim()
         return self.routes_gen, self.endpoints_gen
 
     # --- readers ---
     def readers(self) -> list[tuple[int, int, int, int]]:
         """(slot, pid, acked word, heartbeat ns) of every occupied slot."""
-        return [(i, int(row[SL_PID]), int(row[SL_ACK]), int(row[SL_HEARTBEAT]))
-                for i, row in enumerate(self.ctl.slots) if int(row[SL_PID]) != 0]
+        return self.ctl.readers()
 
     def free_slot(self, slot: int) -> None:
         """Forget a reader (it exited): its acknowledgement no longer holds segments back."""
-        self.ctl.slots[slot, SL_PID] = 0
-        self.ctl.slots[slot, SL_ACK] = 0
+        self.ctl.free(slot)
 
     def reap_dead_readers(self) -> list[int]:
         """Free the slots of readers whose process is gone (reap children first); return their pids."""
@@ -329,16 +407,15 @@ def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
 class TableReader:
     """A worker's end: notice a new generation, swap to it, hand back a TableView; ack and heartbeat."""
 
-    def __init__(self, control_path: str, slot: int) -> None:
+    def __init__(self, control_path: str, slot: int, force_libatomic: bool = False) -> None:
+        """`force_libatomic`: order words through libatomic even on x86-64 (tests of the arm64 path)."""
         self.control_path = control_path
         self.prefix = control_path[: -len("-ctl")]
-        self.ctl = ControlBlock(_map_file(control_path, writable=True))
+        self.ctl = ControlBlock(_map_file(control_path, writable=True), force_libatomic)
         if not 0 <= slot < len(self.ctl.slots):
             raise TableError(f"slot {slot} out of range")
         self.slot = slot
-        row = self.ctl.slots[slot]
-        row[SL_ACK] = 0  # hold every segment back until the first ack (set before reading the word)
-        row[SL_PID] = os.getpid()
+        self.ctl.claim(slot, os.getpid())  # holds every segment back until the first ack
         self.word = 0
         self.view: TableView | None = None
         self.arenas: dict[int, memoryview] = {}
@@ -354,11 +431,8 @@ class TableReader:
             self.arenas[ident] = mv
         return mv
 
-    def _segment(self, ring: np.ndarray, gen: int) -> memoryview:
-        row = ring[gen % DESC_SLOTS]
-        first, arena, offset, length = row.tolist()
-        if first != gen or int(row[D_GEN]) != gen:  # re-read: the writer may be rewriting this descriptor
-            raise TableError(f"generation {gen} is not described (yet, or any more)")
+    def _segment(self, ring: int, gen: int) -> memoryview:
+        arena, offset, length = self.ctl.descriptor(ring, gen)
         mv = self._arena(arena)
         if offset < 0 or offset + length > len(mv):
             raise TableError(f"generation {gen} lies outside arena {arena}")
@@ -377,8 +451,8 @@ class TableReader:
         if old is not None and old.routes.generation == rgen:
             routes = old.routes  # endpoints-only change: route caches survive
         else:
-            routes = RouteTable(self._segment(self.ctl.routes_desc, rgen), check_trailer=False)
-        endpoints = EndpointTable(self._segment(self.ctl.endpoints_desc, egen), check_trailer=False)
+            routes = RouteTable(self._segment(self.ctl.routes_ring, rgen), check_trailer=False)
+        endpoints = EndpointTable(self._segment(self.ctl.endpoints_ring, egen), check_trailer=False)
         if routes.generation != rgen or endpoints.generation != egen:
             raise TableError(f"segments of generation ({routes.generation}, {endpoints.generation}) where "
                              f"({rgen}, {egen}) was described: raced the writer")
@@ -396,12 +470,11 @@ class TableReader:
 
     def ack(self) -> None:
         """Tell the writer which generation this reader now serves: older ones may be reused."""
-        self.ctl.slots[self.slot, SL_ACK] = self.word
+        self.ctl.ack(self.slot, self.word)
 
     def heartbeat(self, now_ns: int | None = None) -> None:
-        self.ctl.slots[self.slot, SL_HEARTBEAT] = time.monotonic_ns() if now_ns is None else now_ns
+        self.ctl.heartbeat(self.slot, time.monotonic_ns() if now_ns is None else now_ns)
 
     def release(self) -> None:
         """Leave the slot (clean exit)."""
-        self.ctl.slots[self.slot, SL_ACK] = 0
-        self.ctl.slots[self.slot, SL_PID] = 0
+        self.ctl.leave(self.slot)
