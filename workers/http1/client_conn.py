@@ -17,7 +17,8 @@ import httptools
 
 from workers.http1.errors import RemoteProtocolError
 from workers.http1.limits import Limits
-from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE, HOP_BY_HOP
+from workers.http1.request_head import HOP_BY_HOP
+from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE
 from workers.http1.simple import SimpleResponse, simple_response
 
 _CL = b"content-length"

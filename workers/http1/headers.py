@@ -13,7 +13,7 @@ from __future__ import annotations
 import http
 
 from workers.http1.client_conn import ResponseHead
-from workers.http1.server_conn import RequestHead
+from workers.http1.request_head import RequestHead
 
 CRLF = b"\r\n"
 _XFF = b"x-forwarded-for"

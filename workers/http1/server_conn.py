@@ -6,7 +6,10 @@ record: a validated `RequestHead`, body chunks and message ends are appended to 
 parser returns matters: llhttp reports some framing errors after `on_headers_complete`
 (http1-hardening item 2). If `feed` completed N messages before an error, their events are still
 returned (serve them, then answer the error). While a head is incomplete the bytes are fed in
-HEAD_FEED_SLICE pieces so that head limits hold however large the read was.
+HEAD_FEED_SLICE pieces so that head limits hold however large the read was. llhttp reports no byte
+positions, so after each llhttp call that involved a chunked body `_walk_chunked` follows the bytes of
+that call beside it (ChunkLines), to bound each chunk line and the trailer section exactly however
+the reads are cut (hardening item 12); it measures, and llhttp alone decides what a message is.
 
 Must not: do I/O, read clocks, log, or resynchronise after an error (ERROR is final).
 """
@@ -18,8 +21,10 @@ import re
 import httptools
 
 from fastingress.table.normalize import normalize_host, normalize_path
+from workers.http1.chunked import LOST, OVER, ChunkLines, blank_line_end
 from workers.http1.errors import RemoteProtocolError
 from workers.http1.limits import HEAD_FEED_SLICE, Limits
+from workers.http1.request_head import RequestHead, build_request_head
 from workers.http1.simple import TARGET_CHARS, simple_fields, simple_target
 from workers.http1.states import TRANSITIONS, ConnState, check_transition
 
@@ -31,52 +36,13 @@ EV_BODY = 1
 EV_END = 2
 EV_UPGRADE = 3  # a validated WebSocket upgrade head is complete; payload: the bytes after it
 
-# request header names the core interprets; every other field is forwarded as received
-_HOST = b"host"
-_CL = b"content-length"
-_TE = b"transfer-encoding"
-_CONNECTION = b"connection"
-_UPGRADE = b"upgrade"
-_EXPECT = b"expect"
-# hop-by-hop (RFC 9110 section 7.6.1) and proxy-owned fields: never forwarded as received
-HOP_BY_HOP = frozenset({_CONNECTION, b"keep-alive", b"proxy-connection", b"te", _TE, b"trailer", _UPGRADE,
-                        b"http2-settings"})
-FORWARDED_FIELDS = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
-                              b"x-forwarded-port", b"x-real-ip", b"x-request-id"})
-_SPECIAL = HOP_BY_HOP | FORWARDED_FIELDS | {_HOST, _CL, _EXPECT}
-_METHODS_REFUSED = frozenset({b"CONNECT", b"TRACE"})
-_DIGITS = b"0123456789"
 _TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # RFC 9110 5.6.2
 _VERSION_AT_END = re.compile(rb" [A-Z]+/(\d+)\.\d+\s*$")
 RECENT_KEEP = 40 * 1024  # a head is at most 32 KiB: its request line is within what we keep
-
-
-class RequestHead:
-    """A validated request head: what the proxy routes and forwards."""
-
-    __slots__ = ("chunked", "connection_tokens", "content_length", "expect_continue", "fields", "forwarded",
-                 "host", "host_header", "keep_alive", "method", "path", "query", "raw_fields", "target", "upgrade",
-                 "version")
-
-    def __init__(self) -> None:
-        self.method = b""
-        self.target = b""  # raw request-target
-        self.path = b""  # normalised path (routed and forwarded)
-        self.query = b""  # "?..." or b""
-        self.version = b"1.1"
-        self.fields: list[tuple[bytes, bytes]] = []  # end-to-end fields in received order, original case
-        self.forwarded: dict[bytes, bytes] = {}  # incoming X-Forwarded-*/X-Real-IP/X-Request-ID, lower-case names
-        self.host = b""  # normalised host (routing)
-        self.host_header = b""  # Host as received (forwarded upstream)
-        self.content_length = -1  # -1: none
-        self.chunked = False
-        self.keep_alive = True
-        self.expect_continue = False
-        self.upgrade = b""  # b"websocket" for a validated WebSocket upgrade
-        self.connection_tokens: tuple[bytes, ...] = ()
-        # a plain request (simple.simple_request): its field lines as received, Host included, each with
-        # its CRLF; then `fields` is empty and these are forwarded instead
-        self.raw_fields = b""
+# the chunk-line walk (ChunkLines, _walk_chunked)
+_CR_LF = (13, 10)
+_EMPTY_LINES = re.compile(rb"[\r\n]*")  # llhttp skips empty lines before a request line (RFC 9112 section 2.2)
+_START, _HEAD, _BODY, _CHUNKED = 0, 1, 2, 3  # _walk_chunked: where it is in the messages of one llhttp call
 
 
 class _PlainCheck:
@@ -91,13 +57,12 @@ class _PlainCheck:
         self.completed += 1
 
 
+
 class ServerConn:
     """Parses requests from one client connection; see the module docstring."""
 
     __slots__ = (
         "_carry",
-        "_chunk_overhead",
-        "_chunks",
         "_feeding",
         "_head",
         "_head_bytes",
@@ -108,8 +73,11 @@ class ServerConn:
         "_plain_memo",
         "_raw",
         "_read_idle",
+        "_tracker",
+        "_trailer_bytes",
         "_upgrade_buf",
         "_url",
+        "_walk",
         "body_received",
         "events",
         "limits",
@@ -125,11 +93,12 @@ class ServerConn:
         self._url = b""
         self._raw: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
-        self._chunk_overhead = 0
+        self._trailer_bytes = 0
         self.body_received = 0
         self._carry = b""
         self._feeding = b""
-        self._chunks = 0
+        self._walk = False  # the llhttp call just made involved a chunked body: walk its bytes (_walk_chunked)
+        self._tracker: ChunkLines | None = None  # the chunked body in progress at the end of the last walk
         self._read_idle = True
         self._known_start = False
         self._upgrade_buf: bytes | None = None
@@ -150,6 +119,7 @@ class ServerConn:
         if self._upgrade_buf is not None:
             self._upgrade_buf += data  # an upgrade awaits the backend's answer: keep, do not parse
             return events, None
+        first = 0  # the first event of this pass
         while True:
             state = self.state
             if state is ERROR or state is MUST_CLOSE or state is TUNNEL:
@@ -157,11 +127,18 @@ class ServerConn:
             self._feeding = data  # a head completing in this read is in _carry + data (request-line check)
             self._read_idle = state is IDLE
             try:
-                if state is RECV_BODY:
-                    self._feed_body(data)
-                elif len(data) <= HEAD_FEED_SLICE:
-                    self._parser.feed_data(data)
-                    if self.state is RECV_HEAD:
+                if state is RECV_BODY or len(data) <= HEAD_FEED_SLICE:
+                    # hot path: _execute inlined (one call into llhttp for the read; bench_hotpath)
+                    carry = self._carry
+                    try:
+                        self._parser.feed_data(data)
+                    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+                        if self._walk:
+                            self._walk_chunked(data, 0, len(data), first, state, carry, True)
+                        raise
+                    if self._walk:
+                        self._walk_chunked(data, 0, len(data), first, state, carry, False)
+                    if state is not RECV_BODY and self.state is RECV_HEAD:
                         self._count_head(len(data))
                 else:
                     self._feed_sliced(data)
@@ -173,6 +150,7 @@ class ServerConn:
                 if tail is None or error is not None:
                     return events, error
                 data = tail  # an upgrade we do not honour: parse what follows as HTTP
+                first = len(events)
             except RemoteProtocolError as exc:
                 self.state = ERROR
                 return events, exc
@@ -239,43 +217,121 @@ class ServerConn:
         head.raw_fields = fields
         return head
 
-    def _feed_body(self, data: bytes) -> None:
-        """Feed body bytes; for chunked bodies bound the framing bytes (chunk lines, trailers) per read.
-
-        httptools reports no chunk-line positions or extensions, so the bound is per read: the framing
-        in one read (that does not end the message) may not exceed one chunk line limit per chunk started
-        in it, plus one (hardening
-        item 12, approximately: a single over-long line hidden among several chunks of one read passes).
-        """
-        head = self._head
-        if head is None or not head.chunked:
-            self._parser.feed_data(data)
-            return
-        before, chunks = self.body_received, self._chunks
-        self._parser.feed_data(data)
-        if self._head is not head or self.state is not RECV_BODY:
-            return  # the message ended in this read: what follows it is the next head, bounded by its own limits
-        framing = len(data) - (self.body_received - before)
-        allowed = (self._chunks - chunks + 1) * (self.limits.chunk_line_bytes + 2) + self.limits.field_line_bytes
-        if framing > allowed:
-            raise RemoteProtocolError("chunk framing too large", 400)
-
-    def _feed_counted(self, data: bytes) -> None:
-        before = self.state
-        self._parser.feed_data(data)
-        if before is not RECV_BODY and self.state is RECV_HEAD:
-            self._count_head(len(data))
+    def _execute(self, data: bytes, pos: int, end: int, first: int, state: ConnState) -> None:
+        """One llhttp call over data[pos:end] (its events from events[first], begun in `state`), then the
+        chunk-line walk when it involved a chunked body."""
+        carry = self._carry  # kept for the walk: a message beginning in this call resets it
+        try:
+            self._parser.feed_data(data if pos == 0 and end == len(data) else memoryview(data)[pos:end])
+        except httptools.HttpParserUpgrade as exc:
+            if self._walk:
+                self._walk_chunked(data, pos, end, first, state, carry, True)
+            if pos:  # the offset is into the bytes of this call: make it one into data
+                raise httptools.HttpParserUpgrade(pos + int(exc.args[0])) from None
+            raise
+        except httptools.HttpParserError:
+            if self._walk:
+                self._walk_chunked(data, pos, end, first, state, carry, True)
+            raise
+        if self._walk:
+            self._walk_chunked(data, pos, end, first, state, carry, False)
 
     def _feed_sliced(self, data: bytes) -> None:
-        view = memoryview(data)
-        pos = 0
-        while pos < len(data):
-            if self.state is RECV_BODY:
-                self._parser.feed_data(view[pos:])
+        pos, size = 0, len(data)
+        while pos < size:
+            state = self.state
+            if state is RECV_BODY:
+                self._execute(data, pos, size, len(self.events), state)
                 return
-            piece = view[pos: pos + HEAD_FEED_SLICE]
-            self._feed_counted(piece)  # type: ignore[arg-type]
-            pos += len(piece)
+            end = min(pos + HEAD_FEED_SLICE, size)
+            self._execute(data, pos, end, len(self.events), state)
+            if self.state is RECV_HEAD:
+                self._count_head(end - pos)
+            pos = end
+
+    def _walk_chunked(self, data: bytes, pos: int, end: int, first: int, state: ConnState, carry: bytes,
+                      failed: bool) -> None:
+        """Bound the chunk framing in data[pos:end], which llhttp has just parsed (or `failed` on).
+
+        The call began in `state` (`carry`: the bytes kept before it); its events begin at events[first]
+        and place its messages: a head ends at its first blank line, a Content-Length body spans its body
+        events, and a chunked body is followed by its ChunkLines, kept across calls. A line or trailer
+        section over its bound drops the events after it and raises the 400. What the walk cannot follow
+        (llhttp rejects it) ends the tracking of the current message.
+        """
+        events, count = self.events, len(self.events)
+        i = body_at = first
+        tracker = self._tracker if state is RECV_BODY else None
+        before = b""
+        if state is RECV_BODY:
+            step = _BODY if tracker is None else _CHUNKED
+        elif state is RECV_HEAD:
+            step = _HEAD  # a head begun before this call: its blank line may straddle the seam
+            before = data[pos - 3:pos] if pos >= 3 else (carry + data[:pos])[-3:]
+        else:
+            step = _START
+        while True:
+            if step == _CHUNKED:
+                assert tracker is not None
+                found = tracker.walk(data, pos, end, self.limits)
+                if found < 0:
+                    if found != -1:
+                        self._framing_too_large(body_at, tracker.body, failed, OVER[found])
+                        tracker.mode = LOST  # llhttp failed before that point: its error stands
+                    break
+                while i < count and events[i][0] == EV_BODY:
+                    i += 1
+                if i >= count or events[i][0] != EV_END:  # llhttp failed before the end found here
+                    tracker.mode = LOST
+                    break
+                i, pos, step, tracker = i + 1, found, _START, None
+            if step == _START:
+                if pos < end and data[pos] in _CR_LF:
+                    pos = _EMPTY_LINES.match(data, pos, end).end()  # type: ignore[union-attr]
+                step, before = _HEAD, b""
+            if step == _HEAD:
+                if i >= count:
+                    break  # no further head is complete in this call
+                if before:
+                    pos = blank_line_end(data, pos, end, before)
+                else:
+                    found = data.find(b"\r\n\r\n", pos, end)
+                    pos = found + 4 if found >= 0 else -1
+                head = events[i][1]
+                if pos < 0 or events[i][0] != EV_HEAD or not isinstance(head, RequestHead):
+                    tracker = ChunkLines(LOST)
+                    break
+                i = body_at = i + 1
+                if head.chunked:
+                    step, tracker = _CHUNKED, ChunkLines()
+                    continue
+            while i < count and events[i][0] == EV_BODY:  # _BODY: a Content-Length body, or none
+                pos += len(events[i][1])  # type: ignore[arg-type]
+                i += 1
+            if i >= count:
+                break  # the message goes on after this call
+            if events[i][0] != EV_END:
+                tracker = ChunkLines(LOST)
+                break
+            i, step = i + 1, _START
+        self._tracker = tracker
+        self._walk = tracker is not None and tracker.mode != LOST
+
+    def _framing_too_large(self, body_at: int, before: int, failed: bool, what: str) -> None:
+        """A chunk line or the trailer section of the message whose body events begin at events[body_at]
+        is too large: keep its events up to the `before` body bytes ahead of that point and raise the
+        400, unless llhttp `failed` before it (its events stop short of it): then its own error stands."""
+        events = self.events
+        keep, seen = body_at, 0
+        while keep < len(events) and events[keep][0] == EV_BODY:
+            size = len(events[keep][1])  # type: ignore[arg-type]
+            if seen + size > before:
+                break
+            seen, keep = seen + size, keep + 1
+        if failed and seen < before and keep == len(events):
+            return
+        del events[keep:]
+        raise RemoteProtocolError(what, 400)
 
     def _count_head(self, n: int) -> None:
         self._head_bytes += n
@@ -353,7 +409,7 @@ class ServerConn:
         self._head = None
         self._url = b""
         self._raw = []
-        self._head_bytes = self._chunk_overhead = self.body_received = 0
+        self._head_bytes = self._trailer_bytes = self.body_received = 0
         if RECV_HEAD not in TRANSITIONS[self.state]:  # hot path: _set_state inlined (one call per event less)
             check_transition(self.state, RECV_HEAD)
         self.state = RECV_HEAD
@@ -373,8 +429,8 @@ class ServerConn:
             self._count_trailer(len(name) + len(value))  # trailers are dropped (hardening item 4)
 
     def _count_trailer(self, n: int) -> None:
-        self._chunk_overhead += n
-        if self._chunk_overhead > self.limits.field_line_bytes:
+        self._trailer_bytes += n
+        if self._trailer_bytes > self.limits.field_line_bytes:
             raise RemoteProtocolError("trailer section too large", 400)
 
     def on_headers_complete(self) -> None:
@@ -383,6 +439,8 @@ class ServerConn:
         if b" " + self._url + b" HTTP/1." not in self._carry + self._feeding:
             raise RemoteProtocolError("the request line must end in HTTP/1.0 or HTTP/1.1", 400)
         self._head = head
+        if head.chunked:
+            self._walk = True
         if RECV_BODY not in TRANSITIONS[self.state]:  # hot path: _set_state inlined
             check_transition(self.state, RECV_BODY)
         self.state = RECV_BODY
@@ -394,10 +452,6 @@ class ServerConn:
         if limit and self.body_received > limit:
             raise RemoteProtocolError("request body too large", 413)
         self.events.append((EV_BODY, body))
-
-    def on_chunk_header(self) -> None:
-        self._chunk_overhead = 0
-        self._chunks += 1
 
     def on_message_complete(self) -> None:
         if self._parser.should_upgrade():
@@ -412,153 +466,3 @@ class ServerConn:
             check_transition(self.state, new)
         self.state = new
         self.events.append((EV_END, None))
-
-
-def _tokens(value: bytes) -> tuple[bytes, ...]:
-    return tuple(t for t in (p.strip(b" \t").lower() for p in value.split(b",")) if t)
-
-
-Fields = list[tuple[bytes, bytes]]
-
-
-def _classify(raw: Fields, limits: Limits) -> tuple[Fields, dict[bytes, bytes], int]:
-    """Split raw fields into end-to-end `fields` and the `special` ones we interpret; count Host fields.
-
-    Enforces the field count and field-line limits (431); drops names with "_" (nginx's
-    underscores_in_headers off, hardening item 15); strips trailing OWS (llhttp strips leading OWS).
-    """
-    if len(raw) > limits.header_count:
-        raise RemoteProtocolError("too many header fields", 431)
-    line_limit = limits.field_line_bytes
-    fields: list[tuple[bytes, bytes]] = []
-    special: dict[bytes, bytes] = {}
-    hosts = 0
-    size = 0
-    for name, value in raw:
-        line = len(name) + len(value)
-        if line > line_limit:
-            raise RemoteProtocolError("header field too large", 431)
-        size += line + 4  # ": " and CRLF
-        if b"_" in name:
-            continue
-        value = value.rstrip(b" \t")
-        lname = name.lower()
-        if lname in _SPECIAL:
-            if lname == _HOST:
-                hosts += 1
-            prev = special.get(lname)
-            special[lname] = value if prev is None else prev + b", " + value
-        else:
-            fields.append((name, value))
-    if size > limits.head_bytes:  # the whole head may arrive in one read: counted here, not only per slice
-        raise RemoteProtocolError("request head too large", 431)
-    return fields, special, hosts
-
-
-def build_request_head(parser: httptools.HttpRequestParser, url: bytes, raw: list[tuple[bytes, bytes]],
-                       limits: Limits) -> RequestHead:
-    """Validate a complete head (http1-hardening items 5-15) and build the RequestHead."""
-    fields, special, hosts = _classify(raw, limits)
-    head = RequestHead()
-    version = parser.get_http_version()
-    if version not in ("1.1", "1.0"):
-        raise RemoteProtocolError(f"HTTP/{version} is not supported", 505 if version[:1] >= "2" else 400)
-    head.version = b"1.1" if version == "1.1" else b"1.0"
-    head.method = method = parser.get_method()
-    if method in _METHODS_REFUSED:
-        raise RemoteProtocolError(f"{method.decode()} is not allowed", 405)
-    head.target = url
-    head.fields = fields
-    head.keep_alive = parser.should_keep_alive()
-    _check_target_and_host(head, url, special, hosts)
-    if _TE in special or _CL in special:
-        _check_framing(head, special, limits)
-    connection = special.get(_CONNECTION)
-    if connection is not None:
-        head.connection_tokens = _tokens(connection)
-    if _EXPECT in special or _UPGRADE in special:
-        _check_expect_and_upgrade(head, special)
-    if len(special) > 1 or _HOST not in special:  # any X-Forwarded-*/X-Real-IP/X-Request-ID at all?
-        for name in FORWARDED_FIELDS:
-            value = special.get(name)
-            if value is not None:
-                head.forwarded[name] = value
-    return head
-
-
-def _check_target_and_host(head: RequestHead, url: bytes, special: dict[bytes, bytes], hosts: int) -> None:
-    if url[:1] != b"/":
-        url = _absolute_form(head, url, special)
-    if hosts > 1:
-        raise RemoteProtocolError("more than one Host field", 400)
-    host_header = special.get(_HOST)
-    if host_header is None:
-        raise RemoteProtocolError("missing Host field", 400)
-    host = normalize_host(host_header)
-    if host is None:
-        raise RemoteProtocolError("invalid Host field", 400)
-    normal = normalize_path(url)
-    if normal is None:
-        raise RemoteProtocolError("request-target cannot be normalised", 400)
-    head.host, head.host_header = host, host_header
-    head.path, head.query = normal
-
-
-def _absolute_form(head: RequestHead, url: bytes, special: dict[bytes, bytes]) -> bytes:
-    """http://authority/path: the authority replaces Host (RFC 9112 section 3.2.2); else 400."""
-    lower = url[:8].lower()
-    if lower.startswith(b"http://"):
-        rest = url[7:]
-    elif lower.startswith(b"https://"):
-        rest = url[8:]
-    else:
-        raise RemoteProtocolError("request-target must be origin-form or http(s) absolute-form", 400)
-    slash = rest.find(b"/")
-    authority, path = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
-    query = authority.find(b"?")
-    if query >= 0:
-        authority, path = authority[:query], b"/" + authority[query:]
-    if b"@" in authority or not authority:
-        raise RemoteProtocolError("absolute-form authority must be host[:port] without userinfo", 400)
-    special[_HOST] = authority
-    return path
-
-
-def _check_framing(head: RequestHead, special: dict[bytes, bytes], limits: Limits) -> None:
-    te = special.get(_TE)
-    cl = special.get(_CL)
-    if te is not None:
-        if head.version == b"1.0":
-            raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request", 400)
-        codings = _tokens(te)
-        if codings != (b"chunked",):
-            if any(c != b"chunked" for c in codings):
-                raise RemoteProtocolError("unsupported transfer coding", 501)
-            raise RemoteProtocolError("invalid Transfer-Encoding", 400)
-        if cl is not None:  # llhttp refuses this already; kept explicit (request smuggling)
-            raise RemoteProtocolError("both Content-Length and Transfer-Encoding", 400)
-        head.chunked = True
-    elif cl is not None:
-        if not cl or cl.translate(None, _DIGITS) or len(cl) > 18:
-            raise RemoteProtocolError("invalid Content-Length", 400)
-        head.content_length = int(cl)
-        if limits.body_bytes and head.content_length > limits.body_bytes:
-            raise RemoteProtocolError("request body too large", 413)
-
-
-def _check_expect_and_upgrade(head: RequestHead, special: dict[bytes, bytes]) -> None:
-    expect = special.get(_EXPECT)
-    if expect is not None:
-        if expect.lower() != b"100-continue":
-            raise RemoteProtocolError("unsupported expectation", 417)
-        head.expect_continue = head.version == b"1.1"
-    upgrade = special.get(_UPGRADE)
-    if upgrade is None:
-        return
-    if head.chunked or head.content_length > 0:
-        # llhttp skips the body of any upgrade request and would hand it over as the "tail": parsed as
-        # HTTP after a refused upgrade it would smuggle a request (hardening item 10)
-        raise RemoteProtocolError("upgrade request with a body", 400)
-    if (upgrade.lower() == b"websocket" and head.method == b"GET" and head.version == b"1.1"
-            and b"upgrade" in head.connection_tokens):
-        head.upgrade = b"websocket"

@@ -27,7 +27,7 @@ import re
 from fastingress.table.normalize import PLAIN_TARGET_BYTES
 from workers.http1.limits import Limits
 
-# Request fields the proxy interprets or owns (server_conn._SPECIAL) other than Host, and any
+# Request fields the proxy interprets or owns (request_head._SPECIAL) other than Host, and any
 # Connection that is not exactly `keep-alive`. llhttp refuses whitespace before ":", so a name is
 # always followed by ":" directly.
 _REQUEST_OTHER = re.compile(

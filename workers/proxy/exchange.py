@@ -32,7 +32,8 @@ from workers.http1.headers import (
     chunk,
     response_framing,
 )
-from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE, RequestHead
+from workers.http1.request_head import RequestHead
+from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE
 from workers.http1.simple import closing_head
 from workers.proxy.upstream import UpstreamProtocol
 

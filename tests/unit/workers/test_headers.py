@@ -25,7 +25,8 @@ from workers.http1.headers import (
     response_framing,
 )
 from workers.http1.limits import Limits
-from workers.http1.server_conn import EV_HEAD, RequestHead, ServerConn
+from workers.http1.request_head import RequestHead
+from workers.http1.server_conn import EV_HEAD, ServerConn
 
 PEER = b"203.0.113.9"
 RID = b"0123456789abcdef0123456789abcdef"

@@ -27,7 +27,8 @@ from workers.http1.client_conn import ClientConn, ResponseHead
 from workers.http1.errors import RemoteProtocolError
 from workers.http1.headers import build_client_response, build_upstream_request, response_framing
 from workers.http1.limits import MAX_HEADER_COUNT, Limits
-from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, RequestHead, ServerConn
+from workers.http1.request_head import RequestHead
+from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, ServerConn
 from workers.http1.simple import TARGET_CHARS, closing_head, simple_request, simple_response
 
 L = Limits()
@@ -39,7 +40,7 @@ HYPO = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 HYPO_SMALL = settings(HYPO, max_examples=80)
 HYPO_REASON = settings(HYPO, max_examples=15)  # per disqualifier
 
-# request fields the full path interprets or owns other than Host and Connection (server_conn._SPECIAL)
+# request fields the full path interprets or owns other than Host and Connection (request_head._SPECIAL)
 SPECIAL_REQUEST = {
     "Content-Length": "0", "Transfer-Encoding": "chunked", "Expect": "100-continue", "Upgrade": "websocket",
     "X-Forwarded-For": "198.51.100.1", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
