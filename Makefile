@@ -26,7 +26,7 @@ unit: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/fastingress demo
 
-# side by side with nginx and haproxy (needs: apt-get install nginx-light haproxy wrk util-linux);
+# side by side with nginx and haproxy (needs: apt-get install nginx-light haproxy wrk util-linux gcc);
 # BENCH_PYTHON: the interpreter that runs fastingress (a PGO/LTO build, as production images ship)
 BENCH_PYTHON ?= $(PY)
 bench: $(STAMP)

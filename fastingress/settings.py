@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 import typing
 from collections.abc import Mapping
@@ -95,6 +96,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "Manifests directory to serve from instead of the Kubernetes API (`--manifests`).")] = ""
     manifests_poll_s: Annotated[float, _doc(
         "How often the manifests directory is checked for changes, in seconds.")] = 0.25
+    default_tls_secret: Annotated[str, _doc(
+        "`namespace/name` of a kubernetes.io/tls Secret served when no certificate matches the SNI name; "
+        "empty: a self-signed certificate generated at start.")] = ""
+    hsts: Annotated[bool, _doc(
+        "Send Strict-Transport-Security on HTTPS responses of hosts that have a certificate of their own.")] = True
+    hsts_max_age_s: Annotated[int, _doc(
+        "HSTS `max-age`, in seconds (ingress-nginx: one year); 0 tells browsers to forget the host.")] = 31536000
+    hsts_include_subdomains: Annotated[bool, _doc("Add `includeSubDomains` to the HSTS header.")] = False
+    tls_handshake_timeout_s: Annotated[float, _doc(
+        "A TLS handshake not complete after this long is aborted (uvloop's default is 60 s).")] = 10.0
+    tls_keys_dir: Annotated[str, _doc(
+        "Parent directory of the private directory the certificate and key files are written to; "
+        "empty: /dev/shm when it exists (tmpfs: keys never reach a disk), else the system temp directory.")] = ""
     log_format: Annotated[str, _doc("Log line format: `json` (one orjson object per line) or `text`.")] = (
         "json")
     log_level: Annotated[str, _doc("Minimum log level: TRACE, DEBUG, INFO, WARNING or ERROR.")] = "INFO"
@@ -137,10 +151,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.lb_algorithm not in ("round_robin", "least_request"):
             problems.append(f"{env_name('lb_algorithm')} must be round_robin or least_request")
         for f in fields():
-            if f.name.endswith("_s") and getattr(self, f.name) <= 0:
+            if f.name.endswith("_s") and f.name not in _ZERO_ALLOWED and getattr(self, f.name) <= 0:
                 problems.append(f"{env_name(f.name)} must be > 0")
+        if self.hsts_max_age_s < 0:
+            problems.append(f"{env_name('hsts_max_age_s')} must be >= 0")
+        if self.default_tls_secret and not _OBJECT_KEY.match(self.default_tls_secret):
+            problems.append(f"{env_name('default_tls_secret')} must be namespace/name (DNS names, lower case), "
+                            f"got {self.default_tls_secret!r}")
         problems.extend(_check_cidrs(self.trusted_proxies))
         return problems
+
+
+# `_s` settings for which 0 is meaningful (HSTS max-age=0 clears a browser's HSTS entry, RFC 6797 6.1.1)
+_ZERO_ALLOWED = frozenset({"hsts_max_age_s"})
+# namespace (RFC 1123 label, at most 63) / name (RFC 1123 subdomain, at most 253), as the API server checks them
+_OBJECT_KEY = re.compile(r"^(?=[^/]{1,63}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?/"
+                         r"(?=[^/]{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def _check_cidrs(value: str) -> list[str]:

@@ -4,7 +4,8 @@ Runs the scenarios of loadtest/scenarios (all by default, or `--scenario a,b`), 
 `loadtest/results/<timestamp>.json` (machine, versions, every round) and a Markdown summary with PNG
 plots next to it, and prints the summary. `--quick` is a smoke of about a minute (one short round
 each). Installs nothing: it says what is missing (Debian: `apt-get install nginx-light haproxy wrk
-util-linux`) and exits 2. Everything it starts listens on 127.0.0.1 and is stopped by PID.
+util-linux`; tls-handshake also needs a C compiler, `gcc`) and exits 2. Everything it starts listens
+on 127.0.0.1 and is stopped by PID.
 
 `--python` names the interpreter that runs fastingress and the aiohttp baseline: use a PGO/LTO build
 (as production images ship) for figures comparable with nginx; see docs/performance.md.
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
-    missing = harness.missing_tools()
+    missing = harness.missing_tools(tool for name in names for tool in SCENARIOS[name].tools)
     if missing:
         print(f"missing: {', '.join(missing)}; install with: {harness.INSTALL}", file=sys.stderr)
         return 2

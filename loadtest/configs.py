@@ -1,11 +1,12 @@
 """The benchmark's routing, written once as manifests and rendered for fastingress, nginx and haproxy.
 
 Responsibility: produce the Kubernetes manifests a scenario serves (`simple_manifests`,
-`many_routes_manifests`), compile them with fastingress's own compiler (`compiled_routes`, the same
-code `fastingress check`/`routes` and the workers' table use), and render that compiled route list
-as an nginx `http {}` body (`nginx_http_block`) and a complete haproxy.cfg (`haproxy_config`). The
-three proxies therefore route the same requests to the same endpoints, and a change of manifests
-changes all three.
+`many_routes_manifests`, `tls_manifests`), compile them with fastingress's own compiler
+(`compiled_routes`, the same code `fastingress check`/`routes` and the workers' table use), and
+render that compiled route list as an nginx `http {}` body (`nginx_http_block`) and a complete
+haproxy.cfg (`haproxy_config`), over plain HTTP or, given the run's certificate (loadtest/tls.py),
+HTTPS only. The three proxies therefore route the same requests to the same endpoints, and a change
+of manifests changes all three.
 
 What it must not do: start processes, write files, or decide Ingress semantics itself: hosts, paths
 and their precedence come from the compiled configuration, in its order (`match` only walks that
@@ -17,8 +18,14 @@ Semantics carried over (design.md section 3, `fastingress.table.lookup`):
 - within a host: an Exact route matches the whole path; a Prefix route `/p` matches `/p` and `/p/...`
   but not `/px`; the longest match wins and Exact beats Prefix on a tie; no match -> the host's
   default backend (rendered as the Prefix `/` it is equivalent to), else 404;
-- a route without usable endpoints (no Service, no ready endpoint) answers 503.
-Not carried over (the benchmarks use none of it): TLS and the HTTP->HTTPS redirect, ExternalName
+- a route without usable endpoints (no Service, no ready endpoint) answers 503;
+- over HTTPS (the TLS scenarios): TLS 1.2 and 1.3 with one certificate for every host, session
+  tickets and caches at each proxy's defaults, HTTP/1.1 only (no ALPN h2), and Strict-Transport-
+  Security on the responses of hosts the certificate covers (fastingress's default for a host with
+  a certificate of its own).
+Not carried over (the benchmarks use none of it): the HTTP->HTTPS redirect (a TLS scenario's nginx and
+haproxy listen for HTTPS only and only fastingress's HTTPS port is measured), SNI-selected
+certificates (one certificate serves every name), ExternalName
 upstreams (their names are resolved by the workers; here they have no endpoints), a named host
 whose rules have no paths (fastingress: 404; here: the catch-all), path normalisation in haproxy
 (its `normalize-uri` is experimental in 2.6: haproxy routes /a/../b and /%62 on the raw path), and
@@ -33,13 +40,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from fastingress.compiler.certs import is_host_covered
 from fastingress.compiler.types import MATCH_EXACT, CompiledConfig
 from fastingress.settings import Settings
 from fastingress.supervisor.offline import build_from_manifests
+from loadtest.tls import TLSFiles
 
 SERVICE = "be"  # the one Service every benchmark Ingress points at
 HOSTS_PER_INGRESS = 100  # many_routes_manifests: rules per Ingress (1,000 hosts -> 10 Ingresses)
 KEEPALIVE = 64  # idle upstream connections nginx keeps per worker (fastingress and haproxy reuse theirs)
+TLS_HOST = "tls.bench.example"  # the one host of the TLS scenarios: SNI, Host and the certificate's name
+TLS_SECRET = "bench-tls"  # the kubernetes.io/tls Secret tls_manifests names (loadtest/tls.py writes it)
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,32 @@ def simple_manifests(backend_port: int) -> str:
     """One Service on 127.0.0.1:backend_port and one Ingress sending every request to it (a default backend)."""
     return (_service(backend_port) + "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: be}\n"
             f"spec: {{ingressClassName: fastingress, defaultBackend: {_BACKEND}}}\n")
+
+
+def tls_manifests(backend_port: int, host: str = TLS_HOST) -> str:
+    """One Service and one Ingress routing `host` to it, with `spec.tls` naming TLS_SECRET for `host`.
+
+    The Secret itself is written next to these manifests by the harness, from the run's certificate.
+    """
+    return (_service(backend_port) + "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: be}\n"
+            f"spec:\n  ingressClassName: fastingress\n  tls: [{{hosts: [{host}], secretName: {TLS_SECRET}}}]\n"
+            f"  rules:\n  - host: {host}\n    http:\n      paths:\n"
+            f"      - {{path: /, pathType: Prefix, backend: {_BACKEND}}}\n")
+
+
+def hsts_value() -> str:
+    """The Strict-Transport-Security value fastingress sends by default ("" when it sends none)."""
+    settings = Settings()
+    if not settings.hsts:
+        return ""
+    return f"max-age={settings.hsts_max_age_s}" + ("; includeSubDomains" if settings.hsts_include_subdomains else "")
+
+
+def _hsts_hosts(hosts: dict[str, list[Route]], tls: TLSFiles | None) -> set[str]:
+    """The virtual hosts whose HTTPS responses carry HSTS: named hosts the certificate covers."""
+    if tls is None or not hsts_value():
+        return set()
+    return {h for h in hosts if h and is_host_covered(tls.hosts, h)}
 
 
 def many_routes_manifests(hosts: int, paths: int, backend_port: int) -> str:
@@ -189,25 +226,39 @@ def _nginx_action(route: Route | None, ups: dict[tuple[tuple[str, int], ...], in
             "proxy_request_buffering off; client_max_body_size 0;")
 
 
-def nginx_http_block(routes: list[Route], listen_port: int) -> str:
+def nginx_tls(tls: TLSFiles) -> str:
+    """The `http {}` directives every HTTPS server inherits: the certificate, its key, TLS 1.2 and 1.3.
+
+    Session tickets and cache stay at nginx's defaults (tickets on, no shared cache), as fastingress's
+    and haproxy's stay at theirs.
+    """
+    return (f"  ssl_certificate {_nginx_str(str(tls.cert))};\n  ssl_certificate_key {_nginx_str(str(tls.key))};\n"
+            "  ssl_protocols TLSv1.2 TLSv1.3;\n")
+
+
+def nginx_http_block(routes: list[Route], listen_port: int, tls: TLSFiles | None = None) -> str:
     """The inside of nginx's `http {}`: upstreams with keepalive, one server per host, locations per route.
 
     A Prefix `/p` becomes `location = /p` plus `location /p/` (nginx prefixes are byte prefixes, so
     `location /p` would also take /px). nginx picks `=` locations first and then the longest prefix,
     which is fastingress's order. Requests no route covers get 404, as do unknown hosts when there is
-    no catch-all host.
+    no catch-all host. With `tls` every server listens for HTTPS only (`listen ... ssl`), with that
+    certificate, and the hosts it covers add Strict-Transport-Security as fastingress does.
     """
     ups = _endpoint_sets(routes)
     hosts = _by_host(routes)
+    hsts = _hsts_hosts(hosts, tls)
     names = sum(1 for h in hosts if h)
     max_size = 512
     while max_size < 2 * names:
         max_size *= 2
     out = [f"  server_names_hash_max_size {max_size};\n  server_names_hash_bucket_size 128;\n"]
+    if tls is not None:
+        out.append(nginx_tls(tls))
     for eps, n in ups.items():
         servers = " ".join(f"server {_address(a, p)};" for a, p in eps)
         out.append(f"  upstream u{n} {{ {servers} keepalive {KEEPALIVE}; }}\n")
-    listen = f"127.0.0.1:{listen_port}"
+    listen = f"127.0.0.1:{listen_port}" + (" ssl" if tls is not None else "")
     if "" not in hosts:
         out.append(f"  server {{ listen {listen} default_server; server_name _; keepalive_requests 1000000;\n"
                    "    location / { return 404; } }\n")
@@ -215,6 +266,9 @@ def nginx_http_block(routes: list[Route], listen_port: int) -> str:
         head = f"listen {listen} default_server; server_name _;" if host == "" else \
             f"listen {listen}; server_name {_nginx_server_name(host)};"
         out.append(f"  server {{ {head} keepalive_requests 1000000;\n")
+        if host in hsts:
+            # `always`: fastingress adds it to every proxied response, whatever its status
+            out.append(f'    add_header Strict-Transport-Security "{hsts_value()}" always;\n')
         exact_done: set[str] = set()
         prefix_done: set[str] = set()
         for r in host_routes:  # precedence order: the first route for a location wins
@@ -253,7 +307,8 @@ def _haproxy_word(value: str) -> str:
     return _HAPROXY_ESCAPE.sub(r"\\\1", value)
 
 
-def haproxy_config(routes: list[Route], listen_port: int, buckets: int | None = None) -> str:
+def haproxy_config(routes: list[Route], listen_port: int, buckets: int | None = None,
+                   tls: TLSFiles | None = None) -> str:
     """A complete haproxy.cfg routing like fastingress: one frontend, one backend per endpoint set, 404 default.
 
     Why not one `acl` + `use_backend` per route: haproxy evaluates `use_backend` rules in order, so
@@ -279,9 +334,13 @@ def haproxy_config(routes: list[Route], listen_port: int, buckets: int | None = 
     pattern cache hashes every sample it looks up, which costs more than these tree lookups (for
     1,000 hosts x 10 paths: 21k req/s with the cache and one bucket, 43k without it and 16 buckets,
     47k for the same header work with no lookup at all; 2-core machine, 2025).
+    With `tls` the frontend listens for HTTPS only (`ssl crt`, TLS 1.2 and 1.3, haproxy's default
+    session cache and tickets) and the virtual hosts the certificate covers get Strict-Transport-
+    Security as in fastingress (an `http-response` rule on the virtual host found for the request).
     """
     ups = _endpoint_sets(routes)
     hosts = _by_host(routes)
+    hsts = sorted(_hsts_hosts(hosts, tls))
     named = sorted(h for h in hosts if h and not h.startswith("*."))
     wildcards = sorted(h for h in hosts if h.startswith("*."))
     exact: dict[str, tuple[str, str]] = {}  # key -> (virtual host, backend); the first route takes a key
@@ -304,7 +363,8 @@ def haproxy_config(routes: list[Route], listen_port: int, buckets: int | None = 
     lines = ["global", "  nbthread 1", "  maxconn 4096", "  tune.pattern.cache-size 0",
              "defaults", "  mode http", "  timeout connect 5s", "  timeout client 60s", "  timeout server 60s",
              "  timeout http-keep-alive 60s", "  http-reuse always",
-             "frontend fe", f"  bind 127.0.0.1:{listen_port}"]
+             "frontend fe", f"  bind 127.0.0.1:{listen_port}"
+             + (f" ssl crt {_haproxy_word(str(tls.bundle))} ssl-min-ver TLSv1.2" if tls is not None else "")]
 
     def acl(name: str, expr: str, patterns: list[str]) -> None:
         for i in range(0, len(patterns), PATTERNS_PER_LINE):
@@ -349,6 +409,9 @@ def haproxy_config(routes: list[Route], listen_port: int, buckets: int | None = 
         acl(f"r{n}", "var(txn.key) -m beg" if is_prefix else "var(txn.key) -m str", keys)
         gate = f"{{ var(txn.bucket) -m int {bucket} }} " if buckets > 1 else ""
         rules.append(f"  use_backend {backend} if {gate}r{n}")
+    if hsts:  # txn.vh is set: a covered host is a named or wildcard host, so `exact or prefix` held above
+        acl("hsts", "var(txn.vh) -m str", hsts)
+        lines.append(f"  http-response set-header Strict-Transport-Security {_haproxy_word(hsts_value())} if hsts")
     lines += [*rules, f"  default_backend {default or 'not_found'}",
               "backend not_found", "  http-request return status 404",
               "backend unavailable"]  # no server: haproxy answers 503

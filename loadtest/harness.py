@@ -7,6 +7,12 @@ One shared backend (nginx: a cached file for GET, `200 ok` for POST, its own wor
 where a scenario asks, a naive aiohttp proxy (loadtest/naive_aiohttp_proxy.py). Each is driven by wrk in
 turn, A B C A B C ... for `rounds` rounds, medians reported. The proxy under test is pinned to CPU 0,
 wrk and the backend to CPU 1 (`taskset`). Everything listens on 127.0.0.1.
+
+TLS scenarios: the three proxies terminate HTTPS with the run's certificate (loadtest/tls.py) and wrk
+drives `https://<host>:<port>/`, so that it sends the route's host as SNI and Host; a Lua `wrk.resolve`
+makes it connect to 127.0.0.1 all the same (no /etc/hosts entry). wrk resumes TLS sessions when it
+reconnects (loadtest/wrk_noresume.c says how); a load with `resume_tls=False` preloads that file,
+built with the C compiler, so that every connection is a full handshake.
 """
 
 from __future__ import annotations
@@ -16,19 +22,25 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loadtest import configs
+from loadtest.tls import TLSFiles
 
 PROXY_CPU, LOAD_CPU, ANY_CPU = "0", "1", "0,1"
 TOOLS = ("nginx", "haproxy", "wrk", "taskset")
-INSTALL = "apt-get install nginx-light haproxy wrk util-linux"
+INSTALL = "apt-get install nginx-light haproxy wrk util-linux gcc"
+NORESUME_C = Path(__file__).resolve().parent / "wrk_noresume.c"
+# wrk resolves the URL's host before it connects: the TLS scenarios' host resolves to 127.0.0.1 instead
+_RESOLVE_LOCAL = 'wrk.resolve = function(host, service) wrk.addrs = wrk.lookup("127.0.0.1", service) end\n'
 METRICS = ("rps", "p50_ms", "p90_ms", "p99_ms", "errors", "cpu_s", "rps_per_cpu_s")
 
 
@@ -72,14 +84,17 @@ def children(pid: int) -> list[int]:
 
 
 class Server:
-    """A process we started, stopped by PID."""
+    """A process we started, stopped by PID: `port` accepts once it is up; HTTPS on `https_port` if not None."""
 
-    def __init__(self, name: str, argv: list[str], port: int, cpu: str, env: dict[str, str] | None = None) -> None:
-        self.name, self.port = name, port
+    def __init__(self, name: str, argv: list[str], port: int, cpu: str, env: dict[str, str] | None = None,
+                 https_port: int | None = None) -> None:
+        self.name, self.port, self.https_port = name, port, https_port
         self.proc = subprocess.Popen(["taskset", "-c", cpu, *argv], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=env)
         try:
             wait_port(port)
+            if https_port is not None:
+                wait_port(https_port)
         except RuntimeError:
             self.stop()
             raise
@@ -121,52 +136,72 @@ def start_backend(tmp: Path, size: int, ports: int = 1) -> tuple[Server, list[in
     return Server("backend", ["nginx", "-c", str(nginx_conf(tmp, "backend", body))], listen[0], LOAD_CPU), listen
 
 
-def start_nginx(tmp: Path, routes: list[configs.Route]) -> Server:
+def start_nginx(tmp: Path, routes: list[configs.Route], tls: TLSFiles | None = None) -> Server:
+    """nginx in front of the backend; with `tls` it listens for HTTPS only."""
     port = free_port()
-    conf = nginx_conf(tmp, "proxy", configs.nginx_http_block(routes, port))
-    return Server("nginx", ["nginx", "-c", str(conf)], port, PROXY_CPU)
+    conf = nginx_conf(tmp, "proxy", configs.nginx_http_block(routes, port, tls))
+    return Server("nginx", ["nginx", "-c", str(conf)], port, PROXY_CPU, https_port=port if tls else None)
 
 
-def start_haproxy(tmp: Path, routes: list[configs.Route]) -> Server:
+def start_haproxy(tmp: Path, routes: list[configs.Route], tls: TLSFiles | None = None) -> Server:
+    """haproxy in front of the backend; with `tls` it listens for HTTPS only."""
     port = free_port()
     cfg = tmp / "haproxy.cfg"
-    cfg.write_text(configs.haproxy_config(routes, port))
-    return Server("haproxy", ["haproxy", "-f", str(cfg)], port, PROXY_CPU)
+    cfg.write_text(configs.haproxy_config(routes, port, tls=tls))
+    return Server("haproxy", ["haproxy", "-f", str(cfg)], port, PROXY_CPU, https_port=port if tls else None)
 
 
 def start_fastingress(manifests: Path, python: str, workers: int = 1, name: str = "fastingress",
-                      cpu: str = PROXY_CPU) -> Server:
+                      cpu: str = PROXY_CPU, https_host: str = "") -> Server:
+    """`fastingress serve --manifests`; with `https_host`, HTTPS on a port of ours, checked with that SNI."""
     port = free_port()
+    https_port = free_port() if https_host else 0  # 0: a port of fastingress's choice, never measured
     env = {**os.environ, "FASTINGRESS_ACCESS_LOG": "false", "FASTINGRESS_LOG_LEVEL": "WARNING",
-           "FASTINGRESS_LIMIT_REQUESTS_PER_CONNECTION": "1000000000", "FASTINGRESS_MANIFESTS_POLL_S": "0.05"}
+           "FASTINGRESS_LIMIT_REQUESTS_PER_CONNECTION": "1000000000", "FASTINGRESS_MANIFESTS_POLL_S": "0.05",
+           "FASTINGRESS_BIND_ADDRESS": "127.0.0.1", "FASTINGRESS_ADMIN_ADDRESS": "127.0.0.1"}
     argv = [python, "-m", "fastingress", "serve", "--manifests", str(manifests), "--http-port", str(port),
-            "--https-port", "0", "--admin-port", "0", "--workers", str(workers)]
-    server = Server(name, argv, port, cpu, env)
-    wait_serving(port)
+            "--https-port", str(https_port), "--admin-port", "0", "--workers", str(workers)]
+    server = Server(name, argv, port, cpu, env, https_port or None)
+    try:
+        wait_serving(port)
+        if https_host:
+            wait_serving(https_port, tls_host=https_host)
+    except RuntimeError:
+        server.stop()
+        raise
     return server
 
 
-def wait_serving(port: int, timeout_s: float = 30.0) -> None:
+def wait_serving(port: int, timeout_s: float = 30.0, tls_host: str = "") -> None:
     """The port accepts before the first table is published: wait for an answer other than 503."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if http_status(port, "/", "") not in (0, 503):
+        if http_status(port, "/", tls_host, tls_host=tls_host) not in (0, 503):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"fastingress on {port} never served a table")
+    raise RuntimeError(f"fastingress on {port} never served a table" + (" over HTTPS" if tls_host else ""))
 
 
-def http_status(port: int, path: str, host: str, timeout_s: float = 2.0) -> int:
-    """One GET on a fresh connection; its status, 0 when there is none."""
+def http_status(port: int, path: str, host: str, timeout_s: float = 2.0, tls_host: str = "") -> int:
+    """One GET on a fresh connection (over TLS with SNI `tls_host` when given); its status, 0 when there is none."""
     request = f"GET {path} HTTP/1.1\r\nHost: {host or 'localhost'}\r\nConnection: close\r\n\r\n".encode()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as raw, \
+                (_insecure_client().wrap_socket(raw, server_hostname=tls_host) if tls_host else raw) as s:
             s.sendall(request)
             head = s.recv(64)
     except OSError:
         return 0
     match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
     return int(match.group(1)) if match else 0
+
+
+def _insecure_client() -> ssl.SSLContext:
+    """A client context that takes any certificate: the run's own is self-signed, as wrk does not check either."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def start_aiohttp(backend: int, python: str) -> Server:
@@ -178,12 +213,26 @@ def start_aiohttp(backend: int, python: str) -> Server:
 
 @dataclass
 class Load:
-    """What wrk sends: connections, extra headers, an optional Lua script (POST bodies, many hosts)."""
+    """What wrk sends: connections, extra headers, an optional Lua script (POST bodies, many hosts), and how."""
 
     connections: int = 64
     headers: tuple[str, ...] = ()
     script: str | None = None
     path: str = "/"
+    https_host: str = ""  # "": plain HTTP; a name: HTTPS to the servers' https_port, this name as SNI and Host
+    resume_tls: bool = True  # False: every TLS connection wrk opens is a full handshake (wrk_noresume.c)
+
+
+def noresume_library(tmp: Path) -> Path:
+    """loadtest/wrk_noresume.c built into `tmp` with the C compiler (once per directory)."""
+    lib = tmp / "wrk_noresume.so"
+    if not lib.exists():
+        cc = shutil.which("cc") or "cc"
+        done = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(NORESUME_C), "-ldl"],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise RuntimeError(f"cannot build {NORESUME_C.name}: {done.stderr[-500:]}")
+    return lib
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -194,12 +243,20 @@ def run_wrk(port: int, seconds: float, load: Load, tmp: Path) -> dict[str, float
             "--latency"]
     for header in load.headers:
         argv += ["-H", header]
-    if load.script:
+    text = (_RESOLVE_LOCAL if load.https_host else "") + (load.script or "")
+    if text:
         script = tmp / "load.lua"
-        script.write_text(load.script)
+        script.write_text(text)
         argv += ["-s", str(script)]
-    argv.append(f"http://127.0.0.1:{port}{load.path}")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
+    env = None
+    if load.https_host:
+        # wrk's Host header is then "<host>:<port>", as a browser's on a port other than 443
+        argv.append(f"https://{load.https_host}:{port}{load.path}")
+        if not load.resume_tls:
+            env = {**os.environ, "LD_PRELOAD": str(noresume_library(tmp))}
+    else:
+        argv.append(f"http://127.0.0.1:{port}{load.path}")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if rps is None:
         raise RuntimeError(f"wrk gave no result: {out[-500:]}")
@@ -215,10 +272,13 @@ def run_wrk(port: int, seconds: float, load: Load, tmp: Path) -> dict[str, float
 
 
 def measure(server: Server, seconds: float, load: Load, tmp: Path, warmup_s: float = 1.0) -> dict[str, float]:
-    run_wrk(server.port, warmup_s, load, tmp)  # warm up: pools, caches
+    port = server.https_port if load.https_host else server.port
+    if port is None:
+        raise RuntimeError(f"{server.name} does not serve HTTPS")
+    run_wrk(port, warmup_s, load, tmp)  # warm up: pools, caches
     pids = server.pids()
     before = cpu_seconds(pids)
-    result = run_wrk(server.port, seconds, load, tmp)
+    result = run_wrk(port, seconds, load, tmp)
     result["cpu_s"] = cpu_seconds(pids) - before
     result["rps_per_cpu_s"] = result["rps"] * seconds / result["cpu_s"] if result["cpu_s"] else float("nan")
     return result
@@ -259,8 +319,9 @@ def interleave(servers: list[Server], load: Load, opts: Options, tmp: Path) -> d
     return rounds
 
 
-def missing_tools() -> list[str]:
-    return [tool for tool in TOOLS if shutil.which(tool) is None]
+def missing_tools(extra: Iterable[str] = ()) -> list[str]:
+    """The tools every run needs, and the `extra` ones of the scenarios chosen, that are not on PATH."""
+    return [tool for tool in dict.fromkeys([*TOOLS, *extra]) if shutil.which(tool) is None]
 
 
 def versions(python: str) -> dict[str, str]:

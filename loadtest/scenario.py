@@ -3,7 +3,9 @@
 A scenario names its backend response size, its manifests (rendered for fastingress, then compiled
 and rendered again for nginx and haproxy by loadtest/configs.py, so all three route the same way),
 the wrk load and the servers to compare. Scenarios that measure something else (propagation, churn,
-scale) supply their own `run`.
+scale) supply their own `run`. A load over HTTPS (`Load.https_host`) makes a TLS scenario: its stage
+makes a certificate for that host (loadtest/tls.py), adds its Secret to the manifests, and starts every
+server with HTTPS on that certificate.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import configs, harness
+from loadtest.tls import TLSFiles, secret_manifest, write_certificate
 
 Result = dict[str, Any]
 
@@ -29,6 +32,16 @@ class Scenario:
     manifests: Callable[[int], str] = configs.simple_manifests  # backend port -> YAML
     run: Callable[[Scenario, harness.Options], Result] | None = None
 
+    @property
+    def tls(self) -> bool:
+        """The servers terminate TLS for `load.https_host` and are measured over HTTPS."""
+        return bool(self.load.https_host)
+
+    @property
+    def tools(self) -> tuple[str, ...]:
+        """Tools this scenario needs besides harness.TOOLS: a C compiler for wrk's no-resumption shim."""
+        return ("cc",) if self.tls and not self.load.resume_tls else ()
+
 
 @dataclass
 class Stage:
@@ -39,6 +52,7 @@ class Stage:
     manifests_dir: Path
     routes: list[configs.Route]
     servers: list[harness.Server]
+    tls: TLSFiles | None = None  # the certificate every server serves (TLS scenarios)
 
     def stop(self) -> None:
         for server in reversed(self.servers):
@@ -47,19 +61,29 @@ class Stage:
 
 def stage(scenario: Scenario, tmp: Path, backend_ports: int = 1) -> Stage:
     backend, ports = harness.start_backend(tmp, scenario.body_bytes, backend_ports)
-    manifests = tmp / "manifests"
-    manifests.mkdir(exist_ok=True)
-    (manifests / "bench.yaml").write_text(scenario.manifests(ports[0]))
-    return Stage(tmp, ports, manifests, configs.compiled_routes(manifests), [backend])
+    try:
+        manifests = tmp / "manifests"
+        manifests.mkdir(exist_ok=True)
+        (manifests / "bench.yaml").write_text(scenario.manifests(ports[0]))
+        files = None
+        if scenario.tls:
+            files = write_certificate(tmp, scenario.load.https_host)
+            (manifests / "tls-secret.yaml").write_text(secret_manifest(configs.TLS_SECRET, files))
+        routes = configs.compiled_routes(manifests)
+    except BaseException:
+        backend.stop()  # nothing else was started yet, and no Stage exists to stop it
+        raise
+    return Stage(tmp, ports, manifests, routes, [backend], files)
 
 
 def start(st: Stage, name: str, opts: harness.Options) -> harness.Server:
     if name == "fastingress":
-        server = harness.start_fastingress(st.manifests_dir, opts.python)
+        server = harness.start_fastingress(st.manifests_dir, opts.python,
+                                           https_host=st.tls.hosts[0] if st.tls else "")
     elif name == "nginx":
-        server = harness.start_nginx(st.tmp, st.routes)
+        server = harness.start_nginx(st.tmp, st.routes, st.tls)
     elif name == "haproxy":
-        server = harness.start_haproxy(st.tmp, st.routes)
+        server = harness.start_haproxy(st.tmp, st.routes, st.tls)
     elif name == "aiohttp":
         server = harness.start_aiohttp(st.backend_ports[0], opts.python)
     else:
@@ -74,16 +98,21 @@ def summarise(scenario: Scenario, rounds: dict[str, list[dict[str, float]]], ext
             "ratios": harness.ratios(med), "extra": extra or {}}
 
 
-def compare(scenario: Scenario, opts: harness.Options) -> Result:
-    """The default run: every server of the scenario under the same load, interleaved rounds, medians."""
+def compare(scenario: Scenario, opts: harness.Options,
+            check: Callable[[Scenario, Stage, harness.Options], Result] | None = None) -> Result:
+    """The default run: every server of the scenario under the same load, interleaved rounds, medians.
+
+    `check` runs on the stage first and its facts become the result's `extra` (tls-handshake's probe).
+    """
     with tempfile.TemporaryDirectory() as tmpdir:
         st = stage(scenario, Path(tmpdir))
         try:
+            extra = check(scenario, st, opts) if check else None
             servers = [start(st, name, opts) for name in scenario.servers]
             rounds = harness.interleave(servers, scenario.load, opts, st.tmp)
         finally:
             st.stop()
-    return summarise(scenario, rounds)
+    return summarise(scenario, rounds, extra)
 
 
 def execute(scenario: Scenario, opts: harness.Options) -> Result:

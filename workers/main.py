@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -37,6 +38,7 @@ from workers.proxy.context import WorkerContext
 from workers.proxy.downstream import DownstreamProtocol
 from workers.stats import WorkerStats
 from workers.table_watch import TableWatch
+from workers.tls import WorkerTLS
 
 log = logging.getLogger("workers")
 FAST_TICK_S = 0.02  # table propagation latency bound; a word read + heartbeat cost ~1 us per tick
@@ -51,6 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--stats", required=True)
     p.add_argument("--worker-id", type=int, required=True)
     p.add_argument("--settings", required=True, help="Settings as JSON")
+    p.add_argument("--keys", default="", help="the supervisor's private certificate directory; empty: no HTTPS")
     return p.parse_args(argv)
 
 
@@ -136,22 +139,36 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
         log.error("cannot bind %s:%d: %s", settings.bind_address, settings.http_port, exc,
                   extra={"worker": args.worker_id})
         return ExitCode.BOOT_FAILED
+    tls_sock: socket.socket | None = None
+    tls: WorkerTLS | None = None
+    if args.keys:
+        try:
+            tls = WorkerTLS(ctx, args.keys)
+            tls_sock = bind_reuseport(settings.bind_address, settings.https_port)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("cannot serve HTTPS on %s:%d: %s", settings.bind_address, settings.https_port, exc,
+                      extra={"worker": args.worker_id})
+            return ExitCode.BOOT_FAILED
     watch.poll()  # the first ack says "ready": only after the port is bound, so a rolling restart never loses capacity
+    servers: list[asyncio.AbstractServer] = []
     try:
-        server = await loop.create_server(lambda: DownstreamProtocol(ctx), sock=sock, backlog=LISTEN_BACKLOG)
+        servers.append(await loop.create_server(lambda: DownstreamProtocol(ctx), sock=sock, backlog=LISTEN_BACKLOG))
+        if tls is not None and tls_sock is not None:
+            factory = tls.protocol_factory(lambda: DownstreamProtocol(ctx, tls=True))
+            servers.append(await loop.create_server(factory, sock=tls_sock, backlog=LISTEN_BACKLOG))
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.bind_address, settings.http_port, exc,
-                  extra={"worker": args.worker_id})
+        log.error("cannot listen on %s: %s", settings.bind_address, exc, extra={"worker": args.worker_id})
         return ExitCode.BOOT_FAILED
     set_date(email.utils.formatdate(usegmt=True).encode())
     worker = Worker(args, settings, ctx, watch)
     loop.add_signal_handler(signal.SIGTERM, worker.drain)
     loop.add_signal_handler(signal.SIGQUIT, worker.quit)
     loop.call_soon(worker.tick)
-    log.info("worker serving on %s:%d", settings.bind_address, settings.http_port,
+    log.info("worker serving on %s: http %d, https %s", settings.bind_address, settings.http_port,
+             settings.https_port if tls is not None else "off",
              extra={"worker": args.worker_id, "generation": reader.word >> 32})
     await worker.stopped.wait()
-    await shutdown(server, ctx, settings)
+    await shutdown(servers, ctx, settings)
     stats.flush()
     reader.release()
     if access is not None:
@@ -159,9 +176,10 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
-async def shutdown(server: asyncio.AbstractServer, ctx: WorkerContext, settings: Settings) -> None:
+async def shutdown(servers: list[asyncio.AbstractServer], ctx: WorkerContext, settings: Settings) -> None:
     """Stop accepting; let busy connections finish their response up to the drain timeout; abort the rest."""
-    server.close()
+    for server in servers:
+        server.close()
     for conn in list(ctx.connections):
         conn.drain()
     deadline = ctx.loop.time() + settings.drain_timeout_s

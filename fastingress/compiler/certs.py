@@ -8,7 +8,8 @@ gives a new one (workers cache SSLContexts by fingerprint).
 
 Every problem is reported on the Ingress that references the Secret: that is the object a user edits,
 and the one whose events they read. A host without a usable certificate simply gets none here (the
-workers serve the default certificate).
+workers serve the default certificate). The default certificate's Secret (FASTINGRESS_DEFAULT_TLS_SECRET)
+is referenced by no Ingress: its problem is reported on the Secret itself (`DefaultCertificateUnusable`).
 
 Must not: write files, read clocks (`now` is passed in), or depend on dict order.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import msgspec
 from cryptography import x509
@@ -83,8 +84,8 @@ def _dns_names(leaf: x509.Certificate) -> tuple[str, ...]:
     return tuple(sorted({name.lower() for name in raw}))
 
 
-def is_host_covered(names: Sequence[str], host: str) -> bool:
-    """True when a certificate with these SANs is valid for `host` (an exact or "*.parent" host)."""
+def is_host_covered(names: Collection[str], host: str) -> bool:
+    """True when a certificate with these SANs (or these SNI names) is valid for `host` (exact or "*.parent")."""
     if host in names:
         return True
     dot = host.find(".")
@@ -132,6 +133,24 @@ def compile_tls(
     return _used_certs(chosen.values()), sni, problems
 
 
+def compile_default_cert(
+    secrets: Mapping[ObjectKey, TLSSecret], key: ObjectKey | None, now: int
+) -> tuple[CertBundle | None, list[Problem]]:
+    """The default certificate's bundle when `key` names a usable Secret; else None and (if named) why.
+
+    Its names are not checked: it is served for any SNI name nothing else covers (and for none).
+    """
+    if key is None:
+        return None, []
+    outcome = _load_bundle(key, secrets, {}, now)
+    if isinstance(outcome, CertBundle):
+        return outcome, []
+    return None, [Problem(
+        kind=Kind.SECRET, key=key, field="", reason="DefaultCertificateUnusable",
+        message=f"the default certificate cannot be used ({outcome.reason}: {outcome.message}); "
+                "serving the self-signed one instead")]
+
+
 def _load_bundle(
     key: ObjectKey, secrets: Mapping[ObjectKey, TLSSecret], parsed: dict[ObjectKey, CertBundle | CertError],
     now: int,
@@ -155,6 +174,11 @@ def _tls_hosts(ingress: Ingress, index: int) -> list[tuple[str, str]]:
     field = f"spec.tls[{index}].secretName"
     hosts = dict.fromkeys(rule.host for rule in ingress.rules if rule.host)  # ordered, unique
     return [(host, field) for host in hosts]
+
+
+def merge_certs(used: Iterable[CertBundle], default: CertBundle | None) -> tuple[CertBundle, ...]:
+    """The certificates of the table: those SNI entries use, plus the default one."""
+    return _used_certs([*used, *([default] if default is not None else [])])
 
 
 def _used_certs(bundles: Iterable[CertBundle]) -> tuple[CertBundle, ...]:

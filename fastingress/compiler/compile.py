@@ -1,8 +1,9 @@
 """`compile_config(snapshot, options)`: the ordered passes from a Store snapshot to a CompiledConfig.
 
 Passes, each in its own module: class selection (classes) -> path drafts (routes) -> conflicts
-(conflicts) -> TLS (certs) -> backends and vhosts (upstreams, here) -> endpoints (upstreams). Broken
-parts are pruned and reported as Problems; the rest always compiles.
+(conflicts) -> TLS (certs: SNI entries, then the default certificate of `options.default_tls_secret`)
+-> backends and vhosts (upstreams, here; each route's HTTPS-redirect and HSTS flags) -> endpoints
+(upstreams). Broken parts are pruned and reported as Problems; the rest always compiles.
 
 Pure and deterministic: no I/O, no clocks (time comes in `options.now`), no threads, and no
 dependence on dict order. The same snapshot, with its objects in any order, gives an equal
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fastingress.compiler.certs import compile_tls
+from fastingress.compiler.certs import compile_default_cert, compile_tls, is_host_covered, merge_certs
 from fastingress.compiler.classes import select_ingresses
 from fastingress.compiler.conflicts import PathDraft, resolve_path_conflicts
 from fastingress.compiler.options import CompileOptions
@@ -42,6 +43,7 @@ def compile_config(
     drafts, problems = compile_path_drafts(ingresses)
     winners, lost = resolve_path_conflicts(drafts)
     certs, sni, tls_problems = compile_tls(ingresses, snapshot.secrets, options.now)
+    default_cert, default_problems = compile_default_cert(snapshot.secrets, options.default_tls_secret, options.now)
     sni_names = frozenset(entry.name for entry in sni)
     linker = _BackendLinker(snapshot)
     by_host: dict[str, list[PathDraft]] = {}
@@ -56,10 +58,11 @@ def compile_config(
         vhosts=vhosts,
         upstreams=upstreams,
         endpoints=compile_endpoints(snapshot, upstreams),
-        certs=certs,
+        certs=merge_certs(certs, default_cert),
         sni=sni,
+        default_cert=default_cert.fingerprint if default_cert is not None else "",
     )
-    return config, _sorted_problems([*problems, *lost, *tls_problems, *linker.problems])
+    return config, _sorted_problems([*problems, *lost, *tls_problems, *default_problems, *linker.problems])
 
 
 compile = compile_config  # the name design.md uses; shadows the builtin only inside this package
@@ -88,6 +91,7 @@ def _build_vhost(
     host: str, drafts: list[PathDraft], default: Ingress | None, sni_names: frozenset[str],
     linker: _BackendLinker,
 ) -> VirtualHost:
+    hsts = has_own_cert(host, sni_names)
     routes = tuple(
         Route(
             path=d.path,
@@ -98,6 +102,7 @@ def _build_vhost(
             rule_path=d.rule_path,
             path_type=d.path_type,
             redirect_https=is_redirect_https(host, d.ingress, sni_names),
+            hsts=hsts,
         )
         for d in sorted(drafts, key=route_order)
     )
@@ -108,22 +113,31 @@ def _build_vhost(
             upstream=linker.link(default, default.default_backend, "spec.defaultBackend"),
             ingress=default.key, rule_host="", rule_path="", path_type="",
             redirect_https=is_redirect_https(host, default, sni_names),
+            hsts=hsts,
         )
     return VirtualHost(host=host, routes=routes, default=default_route)
 
 
 def is_redirect_https(host: str, ingress: Ingress, sni_names: frozenset[str]) -> bool:
-    """Plain HTTP gets a 308 when the vhost host has its own certificate, unless the Ingress opts out.
-
-    A wildcard vhost needs the wildcard SNI entry; the catch-all vhost "" never has one. The force
-    annotation redirects regardless (ingress-nginx's force-ssl-redirect), and beats the opt-out.
+    """Plain HTTP gets a 308 when the vhost host has its own certificate (`has_own_cert`: the same hosts
+    that get HSTS, so a client is never told to use HTTPS where it would get the default certificate,
+    nor left on HTTP where HTTPS works), unless the Ingress opts out. The catch-all vhost "" never has
+    one. The force annotation redirects regardless (ingress-nginx's force-ssl-redirect), and beats the opt-out.
     """
     annotations = ingress.annotations
     if any(annotations.get(name, "").lower() == "true" for name in FORCE_SSL_REDIRECT_ANNOTATIONS):
         return True
-    if not host or host not in sni_names:
+    if not has_own_cert(host, sni_names):
         return False
     return not any(annotations.get(name, "").lower() == "false" for name in SSL_REDIRECT_ANNOTATIONS)
+
+
+def has_own_cert(host: str, sni_names: frozenset[str]) -> bool:
+    """Whether a vhost's host is served a certificate of its own: an SNI entry for it, or the `*.parent`
+    entry covering it. Such hosts get HSTS on HTTPS, whatever their redirect annotations say; the
+    catch-all vhost "" and hosts left to the default certificate never do.
+    """
+    return bool(host) and is_host_covered(sni_names, host)
 
 
 def _sorted_problems(problems: Iterable[Problem]) -> list[Problem]:

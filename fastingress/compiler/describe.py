@@ -21,6 +21,8 @@ def _route(route: Route) -> dict[str, Any]:
         out["rule"] = {"host": route.rule_host, "path": route.rule_path, "pathType": route.path_type}
     if route.redirect_https:
         out["redirect_https"] = True
+    if route.hsts:
+        out["hsts"] = True
     return out
 
 
@@ -34,7 +36,11 @@ def _endpoints(ue: UpstreamEndpoints) -> list[str]:
 
 
 def describe_config(config: CompiledConfig) -> dict[str, Any]:
-    """JSON-ready description: hosts with routes in precedence order, upstreams, certificates."""
+    """JSON-ready description: hosts with routes in precedence order, upstreams, certificates.
+
+    `default_certificate` is the fingerprint of the configured default certificate (also listed, with
+    `"default": true`, under `certificates`), or None when the workers serve their self-signed one.
+    """
     sni: dict[str, list[str]] = {}
     for entry in config.sni:
         sni.setdefault(entry.cert, []).append(entry.name)
@@ -51,9 +57,11 @@ def describe_config(config: CompiledConfig) -> dict[str, Any]:
         ],
         "certificates": [
             {"secret": str(c.secret), "fingerprint": c.fingerprint, "names": list(c.names),
-             "not_after": c.not_after, "sni": sni.get(c.fingerprint, [])}
+             "not_after": c.not_after, "sni": sni.get(c.fingerprint, []),
+             "default": c.fingerprint == config.default_cert}
             for c in config.certs
         ],
+        "default_certificate": config.default_cert or None,
     }
 
 
@@ -72,9 +80,15 @@ def render_routes_text(config: CompiledConfig) -> str:
                 state = up["error"] or (f"external {up['external_name']}" if up["external_name"]
                                         else ", ".join(up["endpoints"]) or "no ready endpoints")
                 target += f" -> {state}"
-            flag = "  (http->https)" if r.get("redirect_https") else ""
-            lines.append(f"  {path:<40} {target}  <{r['ingress']}>{flag}")
+            flags = "".join(f"  ({name})" for key, name in (("redirect_https", "http->https"), ("hsts", "hsts"))
+                            if r.get(key))
+            lines.append(f"  {path:<40} {target}  <{r['ingress']}>{flags}")
+    default = "self-signed (generated at start; FASTINGRESS_DEFAULT_TLS_SECRET names a Secret instead)"
     for cert in desc["certificates"]:
+        served = ", ".join([*cert["sni"], *(["any other name (default)"] if cert["default"] else [])])
         lines.append(f"certificate {cert['secret']} sha256:{cert['fingerprint'][:16]} for "
-                     f"{', '.join(cert['sni'])} (not after {cert['not_after']})")
+                     f"{served} (not after {cert['not_after']})")
+        if cert["default"]:
+            default = f"{cert['secret']} sha256:{cert['fingerprint'][:16]}"
+    lines.append(f"default certificate: {default}")
     return "\n".join(lines)

@@ -76,9 +76,10 @@ def _route_row(route: Route, vh: int, pool: StringPool, upstreams: dict[str, int
     opts = pool.add(route.options)
     match = s.MATCH_DEFAULT if route.match < 0 else (s.MATCH_EXACT if route.match == MATCH_EXACT
                                                       else s.MATCH_PREFIX)
-    return [path[0], path[1], match, upstreams.get(route.upstream, -1), ingresses[route.ingress],
-            s.FLAG_REDIRECT_HTTPS if route.redirect_https else 0, vh, rule_host[0], rule_host[1],
-            rule_path[0], rule_path[1], s.PATH_TYPES.index(route.path_type), opts[0], opts[1]]
+    flags = (s.FLAG_REDIRECT_HTTPS if route.redirect_https else 0) | (s.FLAG_HSTS if route.hsts else 0)
+    return [path[0], path[1], match, upstreams.get(route.upstream, -1), ingresses[route.ingress], flags, vh,
+            rule_host[0], rule_host[1], rule_path[0], rule_path[1], s.PATH_TYPES.index(route.path_type),
+            opts[0], opts[1]]
 
 
 def emit_routes(config: CompiledConfig) -> bytes:
@@ -115,7 +116,7 @@ def emit_routes(config: CompiledConfig) -> bytes:
                   _as_i32(c.not_after & 0xFFFFFFFF)] for c in config.certs]
     sni_rows = [[*pool.add(e.name), certs[e.cert]] for e in config.sni]
     sni_names = [(e.name.encode(), i) for i, e in enumerate(config.sni)]
-    meta = [[catch_all, len(vh_rows), len(rt_rows), 0]]
+    meta = [[catch_all, len(vh_rows), len(rt_rows), certs.get(config.default_cert, -1)]]
     return build_segment(s.KIND_ROUTES, [
         _rows(meta, s.META_COLS), _hash_slots(host_names), _rows(vh_rows, s.VH_COLS),
         _rows(rt_rows, s.RT_COLS), _rows(up_rows, s.UP_COLS), _rows(ing_rows, s.ING_COLS),

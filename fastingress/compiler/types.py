@@ -32,6 +32,7 @@ class Route(msgspec.Struct, frozen=True):
     rule_path: str  # the path as written in the Ingress ("" for a default backend)
     path_type: str  # the pathType as written ("" for a default backend)
     redirect_https: bool = False  # plain HTTP gets a 308 to https://host/uri
+    hsts: bool = False  # HTTPS responses carry Strict-Transport-Security (the host has its own certificate)
     options: bytes = b""  # per-route options, msgspec-encoded (reserved; empty until annotations add some)
 
 
@@ -92,5 +93,6 @@ class CompiledConfig(msgspec.Struct, frozen=True):
     vhosts: tuple[VirtualHost, ...] = ()  # sorted by host; "" (catch-all) first when present
     upstreams: tuple[Upstream, ...] = ()  # sorted by name
     endpoints: tuple[UpstreamEndpoints, ...] = ()  # aligned with upstreams
-    certs: tuple[CertBundle, ...] = ()  # sorted by fingerprint
+    certs: tuple[CertBundle, ...] = ()  # sorted by fingerprint; SNI entries' and the default one
     sni: tuple[SniEntry, ...] = ()  # sorted by name
+    default_cert: str = ""  # fingerprint (in `certs`) of FASTINGRESS_DEFAULT_TLS_SECRET; "": self-signed

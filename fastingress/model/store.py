@@ -8,6 +8,10 @@ an unknown object is not relevant either. Reverse indexes (Service -> Ingresses,
 are kept up to date on every apply, so that finding the Ingresses a change affects costs work
 proportional to the change, never a scan of the store.
 
+Every kubernetes.io/tls Secret is kept and every change to one is relevant, referenced by an Ingress
+or not: the default certificate's Secret (FASTINGRESS_DEFAULT_TLS_SECRET) is referenced by none.
+A source that narrows what it watches must still deliver that Secret.
+
 The Store is owned by one thread (the reconcile loop) and is not locked. It does no validation
 (that happened in `convert`) and no I/O.
 """

@@ -13,9 +13,10 @@ shifts a counter by one tick at most).
   JSON reason otherwise (also while draining). Booting workers do not count: they bind their
   listener only after they mapped the table. Right after a publish, readiness may dip for the few
   ms workers need to acknowledge; probes need several failures in a row, so that is harmless.
-- `/metrics`: Prometheus text format 0.0.4 (`metrics.py`).
-- `/debug/routes`: `describe_config` of the current config: certificates by fingerprint, never a
-  key (checked again here before sending).
+- `/metrics`: Prometheus text format 0.0.4 (`metrics.py`); certificate expiry is computed here from
+  the current config and the wall clock.
+- `/debug/routes`: `describe_config` of the current config: certificates by fingerprint (the default
+  certificate's too), never a key (checked again here before sending).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import collections
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -32,7 +34,7 @@ import orjson
 
 from fastingress.compiler.describe import describe_config
 from fastingress.supervisor.arbiter import Arbiter
-from fastingress.supervisor.metrics import CONTENT_TYPE, render_metrics, sum_rows
+from fastingress.supervisor.metrics import CONTENT_TYPE, cert_expiries, render_metrics, sum_rows
 from fastingress.supervisor.reconcile import Reconciler
 from fastingress.table.stats import StatsBlock
 
@@ -85,9 +87,11 @@ class AdminView:
         totals = sum_rows(self.stats.rows.copy(), arb.retired)
         workers = collections.Counter(w.state for w in arb.workers)
         problems = collections.Counter(p.reason for p in rs.problems)
+        certs = rs.config.certs if rs.config is not None else ()
+        expiries = cert_expiries(((str(c.secret), c.fingerprint, c.not_after) for c in certs), time.time())
         text = render_metrics(totals, routes_generation=rs.routes_generation,
                               endpoints_generation=rs.endpoints_generation, workers=workers,
-                              restarts=arb.restarts, problems=problems)
+                              restarts=arb.restarts, problems=problems, certificates=expiries)
         return 200, CONTENT_TYPE, text.encode()
 
     def debug_routes(self) -> Response:

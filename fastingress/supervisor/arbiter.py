@@ -7,10 +7,10 @@ Theory of operation (style.md section 12; gunicorn's `arbiter.py` as a reconcile
   (pid, acknowledged generation, heartbeat), escalates stuck workers, advances a rolling restart and
   spawns or retires workers until the actual count matches. Nothing here blocks or sleeps.
 - *Spawning.* Each worker is a fresh interpreter (`subprocess.Popen`, never a fork after threads
-  exist) running `settings.worker_module` with its control-block slot, the stats file, a worker id
-  and the settings as JSON (ports already resolved). A worker takes the lowest slot none of ours
-  holds; the slot is cleared when the worker is reaped, and its stats counters are folded into
-  `retired` so that the metrics' counters never go backwards.
+  exist) running `settings.worker_module` with its control-block slot, the stats file, a worker id,
+  the settings as JSON (ports already resolved) and the key store's directory (`--keys DIR`). A
+  worker takes the lowest slot none of ours holds; the slot is cleared when the worker is reaped,
+  and its stats counters are folded into `retired` so that the metrics' counters never go backwards.
 - *Ready.* A worker is ready once its slot carries its pid and a non-zero acknowledged generation:
   it has mapped the table and its listener serves. Until then it is "booting".
 - *Exits.* The reaper (`os.waitpid(pid, WNOHANG)` per worker) explains every exit: exit code name or
@@ -126,10 +126,11 @@ def describe_exit(code: int) -> str:
 class Arbiter:
     """Keeps `target` workers alive; see the module docstring."""
 
-    def __init__(self, settings: Settings, writer: TableWriter, stats: StatsBlock) -> None:
+    def __init__(self, settings: Settings, writer: TableWriter, stats: StatsBlock, keys_dir: str = "") -> None:
         self._settings = settings
         self._writer = writer
         self._stats = stats
+        self._keys_dir = keys_dir  # the KeyStore's directory; "" passes no --keys (workers serve no HTTPS)
         self._settings_json = msgspec.json.encode(settings).decode()
         self._workers: dict[int, _Worker] = {}  # by pid
         self._target = settings.workers or os.cpu_count() or 1
@@ -228,7 +229,7 @@ class Arbiter:
         self._stats.clear_row(slot)
         cmd = [sys.executable, "-m", self._settings.worker_module, "--control", self._writer.control_path,
                "--slot", str(slot), "--stats", self._stats.path, "--worker-id", str(worker_id),
-               "--settings", self._settings_json]
+               "--settings", self._settings_json, *(["--keys", self._keys_dir] if self._keys_dir else [])]
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, close_fds=True)
         except OSError as exc:

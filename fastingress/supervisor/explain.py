@@ -27,7 +27,9 @@ class Explanation(msgspec.Struct, frozen=True):
     ingress: str | None  # "namespace/name" or None
     rule: dict[str, Any] | None  # {"host", "path", "pathType"} or {"host", "defaultBackend": True}
     redirect: str | None  # Location of a 308
-    tls_secret: str | None  # "namespace/name" of the certificate served (https); None: default certificate
+    # "namespace/name" of the certificate served (https): the SNI match, else the configured default
+    # certificate's Secret; None for http, or when the workers' self-signed certificate is served
+    tls_secret: str | None
     endpoints: list[str]  # "ip:port" ([ip]:port for IPv6)
     reason: str  # one human sentence
     host: str | None = None  # normalised host used for routing
@@ -81,7 +83,7 @@ def explain_url(view: TableView, url: str, https_port: int = 443) -> Explanation
     tls_secret = None
     if scheme == "https":
         sni = _sni_of(host_s)
-        cert = view.routes.lookup_cert(sni.encode()) if sni else None
+        cert = (view.routes.lookup_cert(sni.encode()) if sni else None) or view.routes.default_cert
         tls_secret = cert.secret if cert else None
     found = view.routes.match(host, path)
     if found == NO_ROUTE:

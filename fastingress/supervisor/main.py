@@ -8,7 +8,10 @@ Theory of operation (style.md sections 10 and 12):
    is never handed a connection. The resolved ports go into the Settings every worker receives, and
    one `fastingress: http on ADDR:PORT, admin on ADDR:PORT` line on stdout tells scripts and tests.
 2. *Shared memory.* One `TableWriter` (control block + table segments) and one `StatsBlock` (a row
-   per control-block slot, at `<prefix>-stats`), both removed on the way out.
+   per control-block slot, at `<prefix>-stats`), both removed on the way out. One `KeyStore`: the
+   private directory of certificate files (with the self-signed fallback generated before any worker
+   starts), passed to every worker as `--keys DIR`, written before each publish, reclaimed on the
+   loop's tick once no live worker can need a file, and removed on the way out.
 3. *Threads.* The source runs in its own thread and only enqueues what it emits; the admin server
    runs in its own daemon thread and reads only immutable snapshots. Signal handlers only enqueue
    (`SimpleQueue.put` is reentrant: safe in a handler that interrupts the loop inside `get`).
@@ -18,8 +21,8 @@ Theory of operation (style.md sections 10 and 12):
    a source batch -> `reconciler.apply`; then a due publish, then `arbiter.check` and segment
    reclamation. Workers are spawned only after the first publish, so they start on a full table.
 5. *Exit.* When the arbiter reports an exit code (drained, quit, or halted on a boot-failure storm)
-   the source is stopped, the admin server closed, the table and stats files unlinked (nothing of
-   ours is left in /dev/shm) and the code returned.
+   the source is stopped, the admin server closed, the table and stats files unlinked and the key
+   directory removed (nothing of ours is left in /dev/shm), and the code returned.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ from fastingress.sources.base import Source
 from fastingress.sources.manifests import ManifestsSource
 from fastingress.supervisor.admin import AdminServer, AdminView
 from fastingress.supervisor.arbiter import Arbiter
+from fastingress.supervisor.keystore import KeyStore, default_parent
 from fastingress.supervisor.reconcile import Reconciler
-from fastingress.table.shm import TableWriter
+from fastingress.table.shm import TableWriter, unpack_word
 from fastingress.table.stats import StatsBlock
 
 log = logging.getLogger("fastingress.supervisor.main")  # not "__main__" under `python -m`
@@ -102,6 +106,33 @@ class SourceThread:
             self._inbox.put(("failed", self.source.name, exc))
 
 
+def oldest_served_generation(writer: TableWriter) -> int:
+    """The oldest routes generation a live worker may still serve: the smallest acknowledged one
+    (0 for a worker that has acknowledged none yet: it holds everything back), else the current one."""
+    return min((unpack_word(ack)[0] for _, _, ack, _ in writer.readers()), default=writer.routes_gen)
+
+
+def open_key_store(settings: Settings) -> KeyStore | None:
+    """The certificate directory with the self-signed fallback in it; None (logged) when it cannot be made."""
+    parent = settings.tls_keys_dir or default_parent()
+    try:
+        keys = KeyStore(parent)
+    except OSError as exc:
+        log.error("cannot create the certificate directory under %s: %s (%s)", parent, exc,
+                  env_name("tls_keys_dir"), extra={"reason": "KeysDirUnusable"})
+        return None
+    try:
+        keys.ensure_self_signed(warn=not settings.default_tls_secret)
+        keys.ensure_ticket_keys()
+    except OSError as exc:
+        log.error("cannot write the self-signed certificate into %s: %s", keys.path, exc,
+                  extra={"reason": "KeysDirUnusable"})
+        keys.close()
+        return None
+    log.info("certificate files in %s", keys.path)
+    return keys
+
+
 def make_source(settings: Settings) -> Source:
     if not settings.manifests_dir:
         raise ConfigError([f"the Kubernetes source is not built yet; use --manifests DIR "
@@ -112,11 +143,13 @@ def make_source(settings: Settings) -> Source:
 class Supervisor:
     """The main loop: one inbox, one reconciler, one arbiter."""
 
-    def __init__(self, settings: Settings, writer: TableWriter, stats: StatsBlock, source: Source) -> None:
+    def __init__(self, settings: Settings, writer: TableWriter, stats: StatsBlock, source: Source,
+                 keys: KeyStore | None = None) -> None:
         self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.writer = writer
-        self.reconciler = Reconciler(settings, writer)
-        self.arbiter = Arbiter(settings, writer, stats)
+        self.keys = keys
+        self.reconciler = Reconciler(settings, writer, keys=keys)
+        self.arbiter = Arbiter(settings, writer, stats, keys.path if keys is not None else "")
         self.source = SourceThread(source, self.inbox)
         self.source_states: dict[str, str] = {source.name: "syncing"}  # replaced, never mutated
         self.view = AdminView(self.reconciler, self.arbiter, stats, lambda: self.source_states)
@@ -142,6 +175,8 @@ class Supervisor:
             if now >= next_check:
                 self.arbiter.check(now)
                 self.writer.reclaim()
+                if self.keys is not None:
+                    self.keys.reclaim(oldest_served_generation(self.writer))
                 next_check = now + TICK_S
         return self.arbiter.exit_code
 
@@ -175,9 +210,18 @@ def run_supervisor(settings: Settings) -> int:
     https_sock, https_port = reserve_port(settings.bind_address, settings.https_port)
     settings = msgspec.structs.replace(settings, http_port=http_port, https_port=https_port)
     log.info("effective settings: %s", msgspec.json.encode(settings).decode())
-    writer = TableWriter()
-    stats = StatsBlock(f"{writer.control_path[:-4]}-stats", rows=len(writer.ctl.slots), create=True)
-    sup = Supervisor(settings, writer, stats, source)
+    keys = open_key_store(settings)
+    if keys is None:
+        _close_sockets(http_sock, https_sock)
+        return ExitCode.BOOT_FAILED
+    try:
+        writer = TableWriter()
+        stats = StatsBlock(f"{writer.control_path[:-4]}-stats", rows=len(writer.ctl.slots), create=True)
+    except BaseException:
+        keys.close()
+        _close_sockets(http_sock, https_sock)
+        raise
+    sup = Supervisor(settings, writer, stats, source, keys)
     previous = {sig: signal.signal(sig, sup.on_signal) for sig in SIGNALS}
     admin: AdminServer | None = None
     try:
@@ -199,12 +243,17 @@ def run_supervisor(settings: Settings) -> int:
         sup.arbiter.kill_all()  # nothing left after a normal exit; an exception must not orphan workers
         writer.close()
         stats.unlink()
-        for sock in (http_sock, https_sock):
-            if sock is not None:
-                sock.close()
+        keys.close()  # after kill_all: no worker is left to load a file
+        _close_sockets(http_sock, https_sock)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("supervisor stopped")
+
+
+def _close_sockets(*socks: socket.socket | None) -> None:
+    for sock in socks:
+        if sock is not None:
+            sock.close()
 
 
 def main() -> None:

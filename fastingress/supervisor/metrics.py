@@ -12,7 +12,7 @@ Pure: no I/O, no clocks; the caller hands in numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,7 @@ WORKER_STATES = ("booting", "running", "stopping")
 GAUGE_WORDS = (st.CONNECTIONS_OPEN, st.TABLE_ROUTES_GEN, st.TABLE_ENDPOINTS_GEN)  # not summed into `retired`
 
 Row = npt.NDArray[np.int64]
+CertExpiry = tuple[str, str, float]  # Secret "namespace/name", fingerprint, seconds until not_after
 
 
 def sum_rows(rows: Row, retired: Row | None = None) -> Row:
@@ -80,6 +81,9 @@ def _worker_families(totals: Row) -> list[str]:
     out += _family("fastingress_upstream_errors_total", "counter", "Failed upstream attempts, by reason.",
                    [_sample("fastingress_upstream_errors_total", int(totals[st.UP_CONNECT_REFUSED + i]), {"reason": r})
                     for i, r in enumerate(st.UPSTREAM_REASONS)])
+    out += _family("fastingress_tls_handshake_failures_total", "counter", "Failed TLS handshakes, by reason.",
+                   [_sample("fastingress_tls_handshake_failures_total", int(totals[st.TLS_FAIL_BASE + i]),
+                            {"reason": r}) for i, r in enumerate(st.TLS_FAIL_REASONS)])
     out += _histogram(totals)
     simple = (
         ("fastingress_retries_total", "counter", "Requests retried on another endpoint.", st.RETRIES),
@@ -89,6 +93,7 @@ def _worker_families(totals: Row) -> list[str]:
         ("fastingress_connections_accepted_total", "counter", "Client connections accepted.", st.CONNECTIONS_TOTAL),
         ("fastingress_connections_refused_total", "counter",
          "Client connections closed at once: over the per-worker or per-address limit.", st.CONNECTIONS_REFUSED),
+        ("fastingress_tls_handshakes_total", "counter", "TLS handshakes completed.", st.TLS_HANDSHAKES),
         ("fastingress_table_errors_total", "counter", "Table generations workers could not load (kept the old).",
          st.TABLE_ERRORS),
         ("fastingress_access_log_dropped_total", "counter", "Access-log lines dropped on a full buffer.",
@@ -107,8 +112,13 @@ def render_metrics(
     workers: Mapping[str, int],
     restarts: int,
     problems: Mapping[str, int],
+    certificates: Sequence[CertExpiry] = (),
 ) -> str:
-    """The whole exposition: worker counters (`totals` from `sum_rows`) and the supervisor's state."""
+    """The whole exposition: worker counters (`totals` from `sum_rows`) and the supervisor's state.
+
+    `certificates`: (Secret "namespace/name", fingerprint, seconds until expiry) per certificate of the
+    current config (negative once expired); see `cert_expiries`.
+    """
     out = _worker_families(totals)
     out += _family("fastingress_table_routes_generation", "gauge", "Routes generation last published.",
                    [_sample("fastingress_table_routes_generation", routes_generation)])
@@ -120,4 +130,13 @@ def render_metrics(
                    [_sample("fastingress_worker_restarts_total", restarts)])
     out += _family("fastingress_config_problems", "gauge", "Current configuration problems, by reason.",
                    [_sample("fastingress_config_problems", n, {"reason": r}) for r, n in sorted(problems.items())])
+    name = "fastingress_tls_certificate_expiry_seconds"
+    out += _family(name, "gauge", "Seconds until a certificate of the current table expires (negative: expired).",
+                   [_sample(name, seconds, {"secret": secret, "fingerprint": fp})
+                    for secret, fp, seconds in sorted(certificates)])
     return "\n".join(out) + "\n"
+
+
+def cert_expiries(certs: Iterable[tuple[str, str, int]], now: float) -> list[CertExpiry]:
+    """(secret, fingerprint, not_after epoch seconds) -> (secret, fingerprint, whole seconds from `now`)."""
+    return [(secret, fp, float(not_after - int(now))) for secret, fp, not_after in certs]

@@ -15,6 +15,7 @@ from fastingress.compiler import CompileOptions, compile_config
 from fastingress.compiler.emit import emit_endpoints, emit_routes
 from fastingress.compiler.types import CompiledConfig
 from fastingress.model import Problem
+from fastingress.model.objects import ObjectKey
 from fastingress.model.store import Change, Store
 from fastingress.settings import Settings
 from fastingress.sources.manifests import load_manifests
@@ -31,7 +32,16 @@ class OfflineBuild(msgspec.Struct, frozen=True, dict=False):
 
 def compile_options(settings: Settings, now: int | None = None) -> CompileOptions:
     return CompileOptions(controller_name=settings.controller_name, ingress_class=settings.ingress_class,
-                          now=int(time.time()) if now is None else now)
+                          now=int(time.time()) if now is None else now,
+                          default_tls_secret=default_tls_secret_key(settings))
+
+
+def default_tls_secret_key(settings: Settings) -> ObjectKey | None:
+    """FASTINGRESS_DEFAULT_TLS_SECRET ("namespace/name", checked by Settings.check) as an ObjectKey."""
+    if not settings.default_tls_secret:
+        return None
+    namespace, _, name = settings.default_tls_secret.partition("/")
+    return ObjectKey(namespace, name)
 
 
 def build_from_manifests(directory: str | Path, settings: Settings, now: int | None = None) -> OfflineBuild:

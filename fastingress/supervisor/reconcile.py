@@ -15,6 +15,9 @@ Theory of operation (style.md section 10, contour's `handler.go`):
   caches), equal both means nothing is published. When only EndpointSlices changed since the last
   compile, the routes part is not even recompiled: `compile_endpoints` reruns against the last
   upstreams (the compiler derives no problems from endpoints).
+- *Certificates first.* With a `KeyStore`, the PEM files of every certificate the new table names
+  are written before the table is published (a worker never sees a fingerprint without its file),
+  and the fingerprints each routes generation names are recorded for the key store's reclamation.
 - *Snapshot for readers.* After each publish `state` is replaced, in one assignment, by an immutable
   `ReconcileState`; the admin thread reads only that.
 - *Failures.* A publish that raises (a compiler bug, /dev/shm full) is logged with its traceback
@@ -42,6 +45,7 @@ from fastingress.model.objects import Kind
 from fastingress.model.problems import Problem
 from fastingress.model.store import Change, Store
 from fastingress.settings import Settings
+from fastingress.supervisor.keystore import KeyStore
 from fastingress.supervisor.offline import compile_options
 from fastingress.table.shm import TableWriter
 
@@ -74,9 +78,11 @@ class ReconcileState:
 class Reconciler:
     """Owns the Store, the debounce timer and the last published segments; see the module docstring."""
 
-    def __init__(self, settings: Settings, writer: TableWriter, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: Settings, writer: TableWriter, now: Callable[[], float] = time.monotonic,
+                 keys: KeyStore | None = None) -> None:
         self._settings = settings
         self._writer = writer
+        self._keys = keys  # None: no certificate files (tests of the pipeline alone)
         self._now = now
         self._store = Store()
         self._synced = False
@@ -159,8 +165,12 @@ class Reconciler:
             self.state = dataclasses.replace(self.state, synced=True, config=config, problems=problems)
             log.debug("compiled table unchanged; nothing published", extra={"duration_ms": round(compile_ms, 3)})
         else:
+            if self._keys is not None:
+                self._keys.write(config.certs)  # before the table that names them
             routes_gen, endpoints_gen = self._writer.publish(None if routes == self._routes_bytes else routes,
                                                              endpoints)
+            if self._keys is not None:
+                self._keys.published(routes_gen, (c.fingerprint for c in config.certs))
             self._routes_bytes, self._endpoints_bytes = routes, endpoints
             self.state = ReconcileState(synced=True, config=config, problems=problems, routes_generation=routes_gen,
                                         endpoints_generation=endpoints_gen, compile_ms=compile_ms, published_at=now)

@@ -84,7 +84,7 @@ _NO_HOST = HostMatcher({}, {}, NO_ROUTE)
 class RouteEntry:
     """A route's fields decoded once per generation (the worker's view of one rule)."""
 
-    __slots__ = ("host", "index", "ingress", "match", "options", "path", "path_type",
+    __slots__ = ("host", "hsts", "index", "ingress", "match", "options", "path", "path_type",
                  "redirect_https", "rule_host", "rule_path", "upstream")
 
     def __init__(self, table: RouteTable, index: int) -> None:
@@ -96,6 +96,7 @@ class RouteEntry:
         self.upstream = row[s.RT_UPSTREAM]  # index into the upstreams (and endpoint ranges), -1: none
         self.ingress = table.ingress_name(row[s.RT_INGRESS])
         self.redirect_https = bool(row[s.RT_FLAGS] & s.FLAG_REDIRECT_HTTPS)
+        self.hsts = bool(row[s.RT_FLAGS] & s.FLAG_HSTS)  # HTTPS responses get Strict-Transport-Security
         vh = table.vhosts[row[s.RT_VHOST]].tolist()
         self.host = text(vh[s.VH_HOST_OFF], vh[s.VH_HOST_LEN])
         self.rule_host = text(row[s.RT_RULE_HOST_OFF], row[s.RT_RULE_HOST_LEN])
@@ -132,7 +133,7 @@ class CertEntry:
 
 
 _ROUTE_VIEWS = frozenset({"host_slots", "vhosts", "routes", "upstreams", "ingresses", "certs", "sni_slots", "sni",
-                          "pool", "catch_all", "_host_mask", "_sni_mask"})
+                          "pool", "catch_all", "_host_mask", "_sni_mask", "_default_cert_index"})
 
 
 class RouteTable:
@@ -152,6 +153,8 @@ class RouteTable:
         self._by_vhost: dict[int, HostMatcher] = {}
         self._routes: dict[int, RouteEntry] = {}
         self._upstreams: dict[int, UpstreamEntry] = {}
+        self._default_cert: CertEntry | None = None
+        self._default_cert_read = False
 
     def __getattr__(self, name: str) -> Any:
         if name not in _ROUTE_VIEWS:
@@ -159,6 +162,7 @@ class RouteTable:
         (meta, self.host_slots, self.vhosts, self.routes, self.upstreams, self.ingresses, self.certs,
          self.sni_slots, self.sni, self.pool) = _views(self.buf, self.header)
         self.catch_all = int(meta[0, s.META_CATCH_ALL])
+        self._default_cert_index = int(meta[0, s.META_DEFAULT_CERT])
         self._host_mask = len(self.host_slots) - 1
         self._sni_mask = len(self.sni_slots) - 1
         return object.__getattribute__(self, name)
@@ -262,6 +266,18 @@ class RouteTable:
         if idx < 0:
             return None
         return self.cert(int(self.sni[idx, s.SNI_CERT]))
+
+    @property
+    def default_cert(self) -> CertEntry | None:
+        """The default certificate (FASTINGRESS_DEFAULT_TLS_SECRET) when it is usable; None: the self-signed one.
+
+        One meta cell, decoded once per generation.
+        """
+        if not self._default_cert_read:
+            index = self._default_cert_index
+            self._default_cert = self.cert(index) if index >= 0 else None
+            self._default_cert_read = True
+        return self._default_cert
 
     def cert(self, index: int) -> CertEntry:
         row = self.certs[index].tolist()

@@ -57,6 +57,7 @@ S_POOL = 9
 META_CATCH_ALL = 0  # vhost index of the host-less catch-all, or -1
 META_N_VHOSTS = 1
 META_N_ROUTES = 2
+META_DEFAULT_CERT = 3  # certs index of the default certificate (FASTINGRESS_DEFAULT_TLS_SECRET), or -1
 META_COLS = 4
 
 VH_HOST_OFF, VH_HOST_LEN, VH_ROUTE_START, VH_ROUTE_COUNT, VH_DEFAULT_ROUTE = range(5)
@@ -71,7 +72,8 @@ MATCH_DEFAULT = -1  # a virtual host's default backend
 MATCH_EXACT = 0
 MATCH_PREFIX = 1
 PATH_TYPES = ("", "Exact", "Prefix", "ImplementationSpecific")  # RT_PATH_TYPE indexes this
-FLAG_REDIRECT_HTTPS = 1
+FLAG_REDIRECT_HTTPS = 1  # RT_FLAGS bit: plain HTTP gets a 308 to https://host/uri
+FLAG_HSTS = 2  # RT_FLAGS bit: HTTPS responses carry Strict-Transport-Security (the host has its own cert)
 
 (UP_NAME_OFF, UP_NAME_LEN, UP_PORT, UP_PORT_NAME_OFF, UP_PORT_NAME_LEN, UP_EXT_OFF, UP_EXT_LEN,
  UP_ERROR_OFF, UP_ERROR_LEN) = range(9)

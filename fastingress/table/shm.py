@@ -71,7 +71,8 @@ def unpack_word(word: int) -> tuple[int, int]:
     return word >> 32, word & 0xFFFFFFFF
 
 
-def _is_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -343,7 +344,7 @@ class TableWriter:
         """Free the slots of readers whose process is gone (reap children first); return their pids."""
         dead = []
         for slot, pid, _, _ in self.readers():
-            if not _is_alive(pid):
+            if not pid_alive(pid):
                 self.free_slot(slot)
                 dead.append(pid)
         return dead
@@ -398,7 +399,7 @@ def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
         return removed
     for name in names:
         m = _NAME.match(name)
-        if m and int(m.group(1)) != os.getpid() and not _is_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             _unlink(os.path.join(shm_dir, name))
             removed.append(name)
     return removed

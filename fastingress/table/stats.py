@@ -23,8 +23,14 @@ CONNECTIONS_REFUSED = 40  # at the per-worker or per-address limit (after the la
 # latency histogram: cumulative counts are computed by the supervisor from these per-bucket counts
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_BASE = 20  # LATENCY_BASE + i counts requests with latency <= bucket i (not cumulative); +len: +Inf
+# TLS handshakes on the HTTPS listener: completed, and failed by reason (TLS_FAIL_BASE + index)
+TLS_HANDSHAKES = 41
+TLS_FAIL_BASE = 42  # TLS_FAIL_BASE + i counts failed handshakes of reason TLS_FAIL_REASONS[i]
+TLS_FAIL_REASONS = ("timeout", "protocol", "aborted", "other")
 ROW_WORDS = 64
 assert LATENCY_BASE + len(LATENCY_BUCKETS_S) + 1 <= CONNECTIONS_REFUSED < ROW_WORDS
+assert CONNECTIONS_REFUSED < TLS_HANDSHAKES < TLS_FAIL_BASE
+assert TLS_FAIL_BASE + len(TLS_FAIL_REASONS) <= ROW_WORDS
 
 
 class StatsBlock:

@@ -4,7 +4,11 @@ Honours exactly what `fastingress.supervisor.arbiter` expects of `workers.main`:
 an SO_REUSEPORT listener on (bind_address, http_port), exit BOOT_FAILED when that fails; register in
 its control-block slot, map and acknowledge each generation; a heartbeat every 50 ms and a stats
 row every second; SIGTERM = clean exit 0 (nothing in flight to drain), SIGQUIT = exit now, SIGINT
-ignored; exit when the parent changes. Run as `python -m tests.integration.fake_worker`.
+ignored; exit when the parent changes. With `--keys DIR`, it checks before each acknowledgement that
+the certificate files the new table names (and the self-signed fallback) are in DIR, and prints a
+`fake worker N: missing certificate file` line to stderr when one is not: the supervisor must write
+them before it publishes, and keep them while a worker may serve that table. Run as
+`python -m tests.integration.fake_worker`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import msgspec
 from fastingress.errors import ExitCode, TableError
 from fastingress.settings import Settings
 from fastingress.table import stats as st
+from fastingress.table.lookup import RouteTable
 from fastingress.table.shm import TableReader
 
 TICK_S = 0.05
@@ -33,6 +38,7 @@ def main() -> int:
         p.add_argument(flag, required=True)
     p.add_argument("--slot", type=int, required=True)
     p.add_argument("--worker-id", type=int, required=True)
+    p.add_argument("--keys", default="")
     args = p.parse_args()
     settings = msgspec.json.decode(args.settings, type=Settings)
     stopping: list[int] = []
@@ -60,7 +66,9 @@ def main() -> int:
     parent, last_stats = os.getppid(), 0.0
     while not stopping and os.getppid() == parent:
         try:
-            if reader.poll() is not None:
+            view = reader.poll()
+            if view is not None:
+                check_key_files(args.keys, view.routes, args.worker_id)
                 reader.ack()
         except TableError:
             pass
@@ -73,6 +81,17 @@ def main() -> int:
         time.sleep(TICK_S)
     reader.release()
     return ExitCode.OK
+
+
+def check_key_files(keys: str, routes: RouteTable, worker_id: int) -> None:
+    """Complain on stderr about every certificate file of `routes` missing from `keys`."""
+    if not keys:
+        return
+    names = ["self-signed.pem", *(routes.cert(i).fingerprint + ".pem" for i in range(len(routes.certs)))]
+    for name in names:
+        if not os.path.isfile(os.path.join(keys, name)):
+            print(f"fake worker {worker_id}: missing certificate file {name} for generation {routes.generation}",
+                  file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

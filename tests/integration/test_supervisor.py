@@ -14,6 +14,8 @@ import re
 import selectors
 import signal
 import socket
+import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -33,6 +35,14 @@ REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 15.0  # generous for a loaded machine; a healthy run needs well under a second per step
 T = TypeVar("T")
 
+
+
+def tls_secret_yaml(name: str, namespace: str, cert: bytes, key: bytes) -> str:
+    return (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+            f"type: kubernetes.io/tls\ndata:\n  tls.crt: {base64.b64encode(cert).decode()}\n"
+            f"  tls.key: {base64.b64encode(key).decode()}\n")
+
+
 CERT, KEY = make_cert(["secure.example.com"])
 MANIFESTS = f"""\
 apiVersion: v1
@@ -43,14 +53,7 @@ metadata:
 spec:
   ports: [{{name: http, port: 80, targetPort: 8080}}]
 ---
-apiVersion: v1
-kind: Secret
-metadata: {{name: tls, namespace: default}}
-type: kubernetes.io/tls
-data:
-  tls.crt: {base64.b64encode(CERT).decode()}
-  tls.key: {base64.b64encode(KEY).decode()}
----
+{tls_secret_yaml("tls", "default", CERT, KEY)}---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {{name: web, namespace: default}}
@@ -152,7 +155,8 @@ def manifests(tmp_path: Path) -> Path:
     return directory
 
 
-def start(tmp_path: Path, manifests: Path, **overrides: str) -> Running:
+def start(tmp_path: Path, manifests: Path, command: tuple[str, ...] = ("fastingress.supervisor.main",),
+          **overrides: str) -> Running:
     env = {**os.environ, "PYTHONPATH": str(REPO), "FASTINGRESS_MANIFESTS_DIR": str(manifests),
            "FASTINGRESS_MANIFESTS_POLL_S": "0.05", "FASTINGRESS_HTTP_PORT": "0", "FASTINGRESS_HTTPS_PORT": "0",
            "FASTINGRESS_ADMIN_PORT": "0", "FASTINGRESS_ADMIN_ADDRESS": "127.0.0.1",
@@ -160,7 +164,7 @@ def start(tmp_path: Path, manifests: Path, **overrides: str) -> Running:
            "FASTINGRESS_WORKER_MODULE": "tests.integration.fake_worker", "FASTINGRESS_LOG_FORMAT": "text",
            **overrides}
     log_path = tmp_path / "supervisor.log"
-    proc = subprocess.Popen([sys.executable, "-m", "fastingress.supervisor.main"], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", *command], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=log_path.open("wb"))
     try:
         return Running(proc, log_path)
@@ -180,7 +184,9 @@ def supervisor(tmp_path: Path, manifests: Path) -> Iterator[Running]:
 
 
 def shm_leftovers(pid: int) -> list[str]:
-    return [name for name in os.listdir("/dev/shm") if name.startswith(f"fastingress-{pid}-")]
+    """Table segments, stats and key directories the supervisor `pid` left in /dev/shm."""
+    return [name for name in os.listdir("/dev/shm")
+            if name.startswith((f"fastingress-{pid}-", f"fastingress-keys-{pid}-"))]
 
 
 def check_admin_endpoints(sup: Running) -> None:
@@ -257,3 +263,92 @@ def test_workers_that_cannot_bind_halt_the_supervisor(tmp_path: Path, manifests:
     assert code == 4, sup.log()  # ExitCode.BOOT_FAILED
     assert re.search(r"ERROR .*halting: workers failed to boot 3 times in a row", sup.log()), sup.log()
     assert shm_leftovers(sup.proc.pid) == []
+
+
+FALLBACK_CERT, FALLBACK_KEY = make_cert(["fallback.example"])
+FALLBACK_SECRET = "---\n" + tls_secret_yaml("fallback", "ingress", FALLBACK_CERT, FALLBACK_KEY)
+
+
+def keys_dir_of(pid: int) -> str | None:
+    """The `--keys DIR` argument of a worker process, from /proc/<pid>/cmdline."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return argv[argv.index(b"--keys") + 1].decode() if b"--keys" in argv else None
+
+
+def fingerprints(sup: Running) -> dict[str, str]:
+    """Secret -> fingerprint of the certificates of the current table (/debug/routes)."""
+    status, body = sup.get("/debug/routes")
+    assert status == 200
+    return {c["secret"]: c["fingerprint"] for c in json.loads(body)["config"]["certificates"]}
+
+
+def test_certificate_files_for_workers(tmp_path: Path, manifests: Path) -> None:
+    """`fastingress serve`: a private key directory, files by fingerprint (0600) before the table, reclaimed
+    once the workers moved on, passed as --keys to every worker, and gone after SIGTERM."""
+    (manifests / "fallback.yaml").write_text(FALLBACK_SECRET)  # referenced by no Ingress, only by the setting
+    parent = tmp_path / "keys-parent"
+    parent.mkdir()
+    sup = start(tmp_path, manifests, ("fastingress", "serve", "--manifests", str(manifests)),
+                FASTINGRESS_DEFAULT_TLS_SECRET="ingress/fallback", FASTINGRESS_TLS_KEYS_DIR=str(parent))
+    try:
+        wait_for(sup.ready, "/readyz 200", sup.log)
+        workers = wait_for(lambda: sup.workers_if(lambda p: len(p) == 2), "2 workers", sup.log)
+        dirs = {keys_dir_of(pid) for pid in workers}
+        assert len(dirs) == 1, dirs
+        keys = Path(dirs.pop() or "")
+        assert keys.parent == parent and keys.name.startswith(f"fastingress-keys-{sup.proc.pid}-")
+        assert f"certificate files in {keys}" in sup.log()
+        assert "default certificate is self-signed" not in sup.log()  # a default Secret is configured
+        assert stat.S_IMODE(keys.stat().st_mode) == 0o700 and keys.stat().st_uid == os.getuid()
+        fps = fingerprints(sup)
+        assert set(fps) == {"default/tls", "ingress/fallback"}
+        _, body = sup.get("/debug/routes")
+        assert json.loads(body)["config"]["default_certificate"] == fps["ingress/fallback"]
+        expected = ["self-signed.pem", "ticket.key", *(f"{fp}.pem" for fp in fps.values())]
+        assert sorted(p.name for p in keys.iterdir()) == sorted(expected)
+        for pem in keys.iterdir():
+            assert stat.S_IMODE(pem.stat().st_mode) == 0o600, pem
+            if pem.suffix == ".pem":
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(pem))
+        assert (keys / f"{fps['default/tls']}.pem").read_bytes().startswith(CERT)
+        expiry = sup.metric(f'fastingress_tls_certificate_expiry_seconds{{secret="default/tls",'
+                            f'fingerprint="{fps["default/tls"]}"}}')
+        assert expiry is not None and expiry > 365 * 86400
+
+        # the Ingress drops its TLS section: its file goes once both workers acknowledged the new table
+        site = MANIFESTS.replace("  tls: [{hosts: [secure.example.com], secretName: tls}]\n", "")
+        (manifests / "site.yaml").write_text(site)
+        wait_for(lambda: not (keys / f"{fps['default/tls']}.pem").exists(), "the unused file removed", sup.log)
+        assert fingerprints(sup) == {"ingress/fallback": fps["ingress/fallback"]}
+        assert sorted(p.name for p in keys.iterdir()) == sorted(
+            ["self-signed.pem", "ticket.key", f"{fps['ingress/fallback']}.pem"])
+        assert "missing certificate file" not in sup.log()  # no worker ever saw a table before its files
+
+        os.kill(sup.proc.pid, signal.SIGTERM)
+        assert sup.proc.wait(DEADLINE_S) == 0
+        assert not keys.exists() and list(parent.iterdir()) == []
+        assert shm_leftovers(sup.proc.pid) == []
+    finally:
+        if sup.proc.poll() is None:
+            sup.proc.kill()
+            sup.proc.wait()
+
+
+def test_self_signed_default_is_announced_and_removed_on_halt(tmp_path: Path, manifests: Path) -> None:
+    with socket.socket() as taken:  # every worker's bind fails: the supervisor halts
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        sup = start(tmp_path, manifests, FASTINGRESS_HTTP_PORT=str(taken.getsockname()[1]))
+        try:
+            assert sup.proc.wait(DEADLINE_S) == 4, sup.log()
+        finally:
+            if sup.proc.poll() is None:
+                sup.proc.kill()
+    log = sup.log()
+    assert re.search(r"WARNING .*default certificate is self-signed.*FASTINGRESS_DEFAULT_TLS_SECRET", log), log
+    m = re.search(r"certificate files in (\S+)", log)
+    assert m and m.group(1).startswith("/dev/shm/fastingress-keys-"), log
+    assert not os.path.exists(m.group(1)) and shm_leftovers(sup.proc.pid) == []

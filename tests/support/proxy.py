@@ -43,7 +43,7 @@ class ServedProxy:
         self.ports: dict[str, int] = {}
         deadline = time.monotonic() + ready_timeout_s
         assert self.proc.stdout is not None
-        while not {"http", "admin"} <= self.ports.keys():
+        while not {"http", "https", "admin"} <= self.ports.keys():
             line = self.proc.stdout.readline()
             if not line or time.monotonic() > deadline:
                 self.stop()

@@ -54,3 +54,34 @@ def test_generated_configuration_doc_is_current() -> None:
     assert DOCS.read_text() == render_markdown(), "regenerate: python -m fastingress.settings > docs/configuration.md"
     for f in fields():
         assert f"`{env_name(f.name)}`" in DOCS.read_text()
+
+
+def test_tls_settings_defaults_and_environment() -> None:
+    default = Settings()
+    assert (default.default_tls_secret, default.hsts, default.hsts_max_age_s, default.hsts_include_subdomains,
+            default.tls_handshake_timeout_s, default.tls_keys_dir) == ("", True, 31536000, False, 10.0, "")
+    settings = Settings.from_env({
+        "FASTINGRESS_DEFAULT_TLS_SECRET": "ingress-system/wildcard.example.com", "FASTINGRESS_HSTS": "0",
+        "FASTINGRESS_HSTS_MAX_AGE_S": "0", "FASTINGRESS_HSTS_INCLUDE_SUBDOMAINS": "true",
+        "FASTINGRESS_TLS_HANDSHAKE_TIMEOUT_S": "2.5", "FASTINGRESS_TLS_KEYS_DIR": "/run/fastingress",
+    })
+    assert settings.default_tls_secret == "ingress-system/wildcard.example.com" and settings.hsts is False
+    assert settings.hsts_max_age_s == 0 and settings.hsts_include_subdomains is True  # max-age=0 is meaningful
+    assert settings.tls_handshake_timeout_s == 2.5 and settings.tls_keys_dir == "/run/fastingress"
+
+
+@pytest.mark.parametrize("value", ["name-only", "/name", "ns/", "Ns/name", "ns/na_me", "a/b/c", "-ns/name",
+                                   "ns/name-", f"{'n' * 64}/name", "ns/" + "a" * 254])
+def test_default_tls_secret_must_be_namespace_slash_name(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"FASTINGRESS_DEFAULT_TLS_SECRET": value})
+    assert "FASTINGRESS_DEFAULT_TLS_SECRET" in str(info.value)
+
+
+@pytest.mark.parametrize(("name", "value"), [("FASTINGRESS_HSTS_MAX_AGE_S", "-1"),
+                                             ("FASTINGRESS_TLS_HANDSHAKE_TIMEOUT_S", "0"),
+                                             ("FASTINGRESS_TLS_HANDSHAKE_TIMEOUT_S", "-1")])
+def test_tls_durations_out_of_range(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    assert info.value.problems == [f"{name} must be {'>= 0' if 'HSTS' in name else '> 0'}"]

@@ -135,6 +135,16 @@ def closing_head(data: bytes, head_end: int) -> bytes:
     return b"".join(parts)
 
 
+def head_with_field(data: bytes, head_end: int, field: bytes) -> bytes:
+    """`data` (a plain response from its first byte) with `field` ("Name: value\\r\\n") added to its head,
+    unless the head already has a field of that name (the backend's own value wins)."""
+    blank = head_end + 2
+    name = field[: field.index(b":") + 1].lower()
+    if b"\n" + name in data[:blank].lower():
+        return data
+    return data[:blank] + field + data[blank:]
+
+
 def simple_response(data: bytes, limits: Limits) -> SimpleResponse | None:
     """The first read of a response to a GET: a plain HTTP/1.1 keep-alive head with one Content-Length?
 

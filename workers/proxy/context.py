@@ -46,6 +46,10 @@ class WorkerContext:
         self.per_ip: dict[str, int] | None = {} if settings.limit_connections_per_ip > 0 else None
         self.http_port = b"%d" % settings.http_port
         self.https_port = b"%d" % settings.https_port
+        # added to HTTPS responses of hosts with their own certificate (route flag), unless the backend sent one
+        self.hsts_field = (b"Strict-Transport-Security: max-age=%d%s\r\n" % (
+            settings.hsts_max_age_s, b"; includeSubDomains" if settings.hsts_include_subdomains else b"")
+            if settings.hsts else b"")
 
     def is_trusted(self, peer: str) -> bool:
         """Whether X-Forwarded-* from this peer are kept (cached per address)."""

@@ -34,7 +34,7 @@ from workers.http1.headers import (
 )
 from workers.http1.request_head import RequestHead
 from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE
-from workers.http1.simple import closing_head
+from workers.http1.simple import closing_head, head_with_field
 from workers.proxy.upstream import UpstreamProtocol
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Exchange:
     """One request and its response; see the module docstring."""
 
     __slots__ = ("_task", "attempts", "body_sent", "bytes_out", "client_keep_alive", "ctx", "deadline", "down",
-                 "early", "endpoint", "endpoints", "generation", "head", "mode", "pending", "pending_size",
+                 "early", "endpoint", "endpoints", "extra", "generation", "head", "mode", "pending", "pending_size",
                  "req_done", "request_bytes", "request_id", "resp_started", "route_ingress", "simple", "state",
                  "status", "t0", "tried", "up", "upgrade_tail", "upstream", "upstream_name")
 
@@ -102,6 +102,7 @@ class Exchange:
         self.generation = 0
         self.request_bytes = b""
         self.simple = False  # a plain GET on the fast lane (simple.py); False again if its response is not plain
+        self.extra = b""  # fields this proxy adds to the response head (HSTS)
 
     # --- routing ---
     def start(self) -> None:
@@ -115,7 +116,10 @@ class Exchange:
         target = view.targets.get(index) or view.target(index)
         route = target.route
         self.route_ingress = route.ingress
-        if route.redirect_https and not self.down.tls:
+        if self.down.tls:
+            if route.hsts:
+                self.extra = self.ctx.hsts_field
+        elif route.redirect_https:
             return self.redirect_https()
         entry = target.upstream
         if entry is None:
@@ -293,8 +297,13 @@ class Exchange:
             remaining = conn.remaining
             if remaining < 0:
                 data = data[: len(data) + remaining]  # surplus after the body: dropped, connection not reused
+            head_end = found[1]
+            if self.extra:
+                size = len(data)
+                data = head_with_field(data, head_end, self.extra)
+                head_end += len(data) - size
             if not keep:  # else the backend's `Connection: keep-alive`, if any, says what ours would: kept
-                data = closing_head(data, found[1])
+                data = closing_head(data, head_end)
         else:
             n = conn.feed_simple_body(data)
             if n < len(data):
@@ -389,7 +398,10 @@ class Exchange:
         self.status = status
         self.state = RESPONDING
         self.resp_started = True
-        out.append(build_client_response(resp, mode, keep))
+        extra = self.extra
+        if extra and any(name.lower() == b"strict-transport-security" for name, _ in resp.fields):
+            extra = b""  # the backend's own policy wins
+        out.append(build_client_response(resp, mode, keep, extra))
         return True
 
     def response_complete(self) -> None:
@@ -512,7 +524,7 @@ class Exchange:
         self.client_keep_alive = keep
         self.status = status
         self.resp_started = True
-        data = build_local_response(status, body if head.method != b"HEAD" else b"", keep, extra)
+        data = build_local_response(status, body if head.method != b"HEAD" else b"", keep, extra + self.extra)
         self.bytes_out += len(data)
         self.down.write(data)
         if self.req_done or not keep:

@@ -108,8 +108,10 @@ def scenarios(draw: st.DrawFn) -> tuple[Snapshot, Snapshot]:
     count = draw(st.integers(1, 6))
     ings = [draw(ingresses(i)) for i in range(count)]
     objs = [*ings, *_fixed_objects()]
-    new_times = sorted(draw(st.lists(st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2035, 1, 1)),
-                                     min_size=2, max_size=2, unique=True)))
+    # whole seconds: the timestamps are written to the second, so two datetimes within one second would tie
+    epoch = dt.datetime(2000, 1, 1)
+    new_times = [epoch + dt.timedelta(seconds=s) for s in sorted(draw(st.lists(
+        st.integers(0, 35 * 365 * 86400), min_size=2, max_size=2, unique=True)))]
     times = {"": "", TIMES[1]: new_times[0].strftime("%Y-%m-%dT%H:%M:%SZ"),
              TIMES[2]: new_times[1].strftime("%Y-%m-%dT%H:%M:%SZ")}
     new_seqs = sorted(draw(st.lists(st.integers(0, 10_000), min_size=4, max_size=4, unique=True)))

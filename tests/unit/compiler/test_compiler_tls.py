@@ -178,11 +178,15 @@ def test_redirect_when_the_host_has_a_cert_and_opt_out_per_ingress() -> None:
     assert defaults == {"a.com": True, "": False}
 
 
-def test_wildcard_vhost_redirects_with_the_wildcard_entry() -> None:
+def test_hosts_the_wildcard_entry_covers_redirect() -> None:
+    """x.a.com is served the *.a.com certificate over HTTPS, so plain HTTP to it redirects (and HTTPS gets HSTS)."""
     crt, key = make_cert(["*.a.com"])
     config, _ = _compile(secret("s", crt, key), ingress(
-        "i", rule("*.a.com", path("/")), rule("x.a.com", path("/")), tls=(tls("s", "*.a.com"),)))
-    assert {vh.host: vh.routes[0].redirect_https for vh in config.vhosts} == {"*.a.com": True, "x.a.com": False}
+        "i", rule("*.a.com", path("/")), rule("x.a.com", path("/")), rule("a.com", path("/")),
+        rule("y.x.a.com", path("/")), tls=(tls("s", "*.a.com"),)))
+    expected = {"*.a.com": True, "x.a.com": True, "a.com": False, "y.x.a.com": False}
+    assert {vh.host: vh.routes[0].redirect_https for vh in config.vhosts} == expected
+    assert {vh.host: vh.routes[0].hsts for vh in config.vhosts} == expected
 
 
 def test_force_redirect_without_a_cert_and_over_the_opt_out() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastingress.supervisor.metrics import counters_only, render_metrics, sum_rows
+from fastingress.supervisor.metrics import cert_expiries, counters_only, render_metrics, sum_rows
 from fastingress.table import stats as st
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
@@ -108,3 +108,47 @@ def test_no_rows_renders_zeros() -> None:
                           endpoints_generation=0, workers={}, restarts=0, problems={})
     _, s = parse(text)
     assert s[("fastingress_http_request_duration_seconds_count", frozenset())] == 0
+
+
+def test_tls_handshake_counters_are_summed_by_reason(tmp_path: Path) -> None:
+    block = st.StatsBlock(str(tmp_path / "stats"), rows=2, create=True)
+    a, b = [0] * st.ROW_WORDS, [0] * st.ROW_WORDS
+    a[st.TLS_HANDSHAKES], a[st.TLS_FAIL_BASE + 0], a[st.TLS_FAIL_BASE + 3] = 7, 1, 4
+    b[st.TLS_HANDSHAKES], b[st.TLS_FAIL_BASE + 1], b[st.TLS_FAIL_BASE + 2] = 3, 2, 5
+    block.write_row(0, a)
+    block.write_row(1, b)
+    retired = counters_only(block.rows[1])  # counters, not gauges: a replaced worker's handshakes still count
+    types, s = parse(render_metrics(sum_rows(block.rows.copy(), retired), routes_generation=1,
+                                    endpoints_generation=1, workers={}, restarts=0, problems={}))
+    block.unlink()
+    assert types["fastingress_tls_handshakes_total"] == "counter"
+    assert types["fastingress_tls_handshake_failures_total"] == "counter"
+    assert s[("fastingress_tls_handshakes_total", frozenset())] == 13
+    failures = {dict(labels)["reason"]: v for (n, labels), v in s.items()
+                if n == "fastingress_tls_handshake_failures_total"}
+    assert failures == {"timeout": 1, "protocol": 4, "aborted": 10, "other": 4}
+    assert tuple(failures) == st.TLS_FAIL_REASONS
+
+
+def test_stats_words_of_tls_do_not_overlap_the_others() -> None:
+    tls_words = {st.TLS_HANDSHAKES, *(st.TLS_FAIL_BASE + i for i in range(len(st.TLS_FAIL_REASONS)))}
+    assert tls_words == set(range(41, 46))
+    used = {*range(st.LATENCY_BASE + len(st.LATENCY_BUCKETS_S) + 1), st.CONNECTIONS_REFUSED}
+    assert not tls_words & used and max(tls_words) < st.ROW_WORDS
+
+
+def test_certificate_expiry_gauge() -> None:
+    now = 1_700_000_000.7
+    certs = [("default/site", "ab" * 32, 1_700_086_400), ("ingress/default", "cd" * 32, 1_699_999_000)]
+    expiries = cert_expiries(certs, now)
+    assert expiries == [("default/site", "ab" * 32, 86_400.0), ("ingress/default", "cd" * 32, -1_000.0)]
+    types, s = parse(render_metrics(sum_rows(np.zeros((0, st.ROW_WORDS), dtype=np.int64)), routes_generation=1,
+                                    endpoints_generation=1, workers={}, restarts=0, problems={},
+                                    certificates=expiries))
+    name = "fastingress_tls_certificate_expiry_seconds"
+    assert types[name] == "gauge"
+    assert s[(name, frozenset({("secret", "default/site"), ("fingerprint", "ab" * 32)}))] == 86_400
+    assert s[(name, frozenset({("secret", "ingress/default"), ("fingerprint", "cd" * 32)}))] == -1_000
+    _, none = parse(render_metrics(sum_rows(np.zeros((0, st.ROW_WORDS), dtype=np.int64)), routes_generation=0,
+                                   endpoints_generation=0, workers={}, restarts=0, problems={}))
+    assert not [k for k in none if k[0] == name]  # no certificates: the family has no samples

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fastingress.compiler import compile_config
-from fastingress.model.objects import EndpointSlice, Ingress, Kind, Service
+from fastingress.model.objects import EndpointSlice, Ingress, Kind, Service, TLSSecret
 from fastingress.model.problems import Problem
 from fastingress.model.store import Change, Store
 from fastingress.settings import Settings
+from fastingress.supervisor.keystore import KeyStore
+from fastingress.supervisor.main import oldest_served_generation
 from fastingress.supervisor.offline import compile_options
 from fastingress.supervisor.reconcile import HOLDOFF_S, MAX_DELAY_S, PUBLISH_RETRY_S, Reconciler
-from fastingress.table.shm import TableWriter
-from tests.unit.compiler.builders import endpoint_slice, endpoints, ingress, path, rule, service
+from fastingress.table.lookup import RouteTable
+from fastingress.table.shm import TableReader, TableWriter
+from tests.support.certs import make_cert
+from tests.unit.compiler.builders import endpoint_slice, endpoints, ingress, path, rule, secret, service, tls
 
 
 class Clock:
@@ -32,8 +37,9 @@ class Clock:
         return self.t
 
 
-def put(obj: Ingress | Service | EndpointSlice) -> Change:
-    kind = {Ingress: Kind.INGRESS, Service: Kind.SERVICE, EndpointSlice: Kind.ENDPOINT_SLICE}[type(obj)]
+def put(obj: Ingress | Service | EndpointSlice | TLSSecret) -> Change:
+    kind = {Ingress: Kind.INGRESS, Service: Kind.SERVICE, EndpointSlice: Kind.ENDPOINT_SLICE,
+            TLSSecret: Kind.SECRET}[type(obj)]
     return Change(kind=kind, key=obj.key, obj=obj)
 
 
@@ -214,3 +220,57 @@ def test_a_failed_publish_keeps_the_last_table_and_is_retried(tmp_path: Path, cl
     assert rec.state.routes_generation == 2
     assert [vh.host for vh in rec.state.config.vhosts] == ["b.example.com"]  # type: ignore[union-attr]
     writer.close()
+
+
+class FilesFirst(TableWriter):
+    """A real writer that records, at each publish, whether every certificate file the new routes
+    segment names was already in the key directory (the ordering the workers rely on)."""
+
+    keys_dir = ""
+    seen: list[tuple[int, bool]]
+
+    def publish(self, routes: bytes | None, endpoints: bytes) -> tuple[int, int]:
+        if routes is not None:
+            table = RouteTable(routes)
+            names = [table.cert(i).fingerprint for i in range(len(table.certs))]
+            self.seen.append((len(names), all(os.path.exists(os.path.join(self.keys_dir, f"{fp}.pem"))
+                                              for fp in names)))
+        return super().publish(routes, endpoints)
+
+
+def test_certificate_files_are_written_before_publishing_and_reclaimed_after(tmp_path: Path, clock: Clock) -> None:
+    keys = KeyStore(str(tmp_path))
+    writer = FilesFirst(shm_dir=str(tmp_path))
+    writer.keys_dir, writer.seen = keys.path, []
+    settings = Settings(default_tls_secret="ingress/fallback")
+    rec = Reconciler(settings, writer, now=clock, keys=keys)
+    crt, key = make_cert(["a.example.com"])
+    fallback = secret("fallback", *make_cert(["fallback.example"]), ns="ingress")
+    site = ingress("web", rule("a.example.com", path("/")), tls=(tls("site", "a.example.com"),))
+    rec.apply([put(fallback), put(secret("site", crt, key)), put(site), put(SVC)], [])
+    clock.t += HOLDOFF_S
+    assert rec.publish(clock.t)
+    config = rec.state.config
+    assert config is not None and len(config.certs) == 2 and config.default_cert
+    assert writer.seen == [(2, True)]
+    assert keys.written() == {c.fingerprint for c in config.certs}
+    site_fp = next(c.fingerprint for c in config.certs if c.fingerprint != config.default_cert)
+
+    assert oldest_served_generation(writer) == 1  # no worker: the current generation
+    reader = TableReader(writer.control_path, 0)  # a worker still serving generation 1
+    assert oldest_served_generation(writer) == 0  # registered, nothing acknowledged yet: holds everything
+    reader.poll()
+    reader.ack()
+    rec.apply([put(ingress("web", rule("a.example.com", path("/"))))], [])  # the TLS section is gone
+    clock.t += HOLDOFF_S
+    assert rec.publish(clock.t)
+    assert writer.seen[-1] == (1, True) and writer.routes_gen == 2
+    assert keys.reclaim(oldest_served_generation(writer)) == []  # the worker may still need it
+    assert os.path.exists(keys.pem_path(site_fp))
+    reader.poll()
+    reader.ack()
+    assert keys.reclaim(oldest_served_generation(writer)) == [site_fp]
+    assert keys.written() == {config.default_cert}
+    reader.release()
+    writer.close()
+    keys.close()
