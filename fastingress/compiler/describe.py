@@ -5,6 +5,7 @@ Certificates appear by Secret, fingerprint, names and expiry only: never a PEM b
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from fastingress.compiler.types import MATCH_EXACT, CompiledConfig, Route, UpstreamEndpoints
@@ -87,8 +88,13 @@ def render_routes_text(config: CompiledConfig) -> str:
     for cert in desc["certificates"]:
         served = ", ".join([*cert["sni"], *(["any other name (default)"] if cert["default"] else [])])
         lines.append(f"certificate {cert['secret']} sha256:{cert['fingerprint'][:16]} for "
-                     f"{served} (not after {cert['not_after']})")
+                     f"{served} (not after {_utc(cert['not_after'])})")
         if cert["default"]:
             default = f"{cert['secret']} sha256:{cert['fingerprint'][:16]}"
     lines.append(f"default certificate: {default}")
     return "\n".join(lines)
+
+
+def _utc(epoch_s: int) -> str:
+    """Seconds since the epoch as a UTC date and time, for people (the JSON keeps the number)."""
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -146,6 +146,8 @@ def render_text(e: Explanation) -> str:
         lines.append("  rule        " + ", ".join(f"{k}={v}" for k, v in e.rule.items()))
     if e.tls_secret:
         lines.append(f"  tls secret  {e.tls_secret}")
+    elif e.url.startswith("https://") and e.status != 400:
+        lines.append("  tls secret  none: the self-signed default certificate")
     if e.path is not None:
         lines.append(f"  forwarded   {e.host}{e.path}")
     lines.append(f"  reason      {e.reason}")

@@ -102,6 +102,8 @@ def test_default_certificate_is_described_without_key_material() -> None:
     text = render_routes_text(config)
     assert f"default certificate: ingress/default-cert sha256:{config.default_cert[:16]}" in text
     assert "PRIVATE KEY" not in repr(desc) + text
+    assert f"(not after {dt.datetime.fromtimestamp(desc['certificates'][0]['not_after'], dt.UTC):%Y-%m-%d %H:%M} UTC)" \
+        in text  # a date for people; the JSON keeps seconds since the epoch
     config, _ = _compile(default=None)
     assert describe_config(config)["default_certificate"] is None
     assert "default certificate: self-signed" in render_routes_text(config)

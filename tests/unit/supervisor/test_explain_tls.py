@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastingress.compiler import CompileOptions, compile_config
 from fastingress.compiler.emit import emit_endpoints, emit_routes
 from fastingress.model.objects import ObjectKey
-from fastingress.supervisor.explain import explain_url
+from fastingress.supervisor.explain import explain_url, render_text
 from fastingress.table.lookup import EndpointTable, RouteTable, TableView
 from tests.support.certs import make_cert
 from tests.unit.compiler.builders import ingress, path, rule, secret, service, snapshot, tls
@@ -24,3 +24,6 @@ def test_explain_names_the_default_secret_when_no_sni_entry_matches() -> None:
         assert explain_url(view, "https://b.com/").tls_secret == expected
         assert explain_url(view, "https://127.0.0.1/").tls_secret == expected  # no SNI at all
         assert explain_url(view, "http://b.com/").tls_secret is None
+        text = render_text(explain_url(view, "https://b.com/"))
+        assert ("tls secret  ingress/default-cert" if default else "tls secret  none: the self-signed default") in text
+        assert "tls secret" not in render_text(explain_url(view, "http://b.com/"))
