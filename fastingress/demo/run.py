@@ -47,6 +47,9 @@ def run_demo(settings: Settings) -> int:
         print("fastingress demo: try", flush=True)
         for host, path, what in TRY:
             print(f"  curl -H 'Host: {host}' http://127.0.0.1:{shown}{path}    # -> {what}", flush=True)
+        https = str(settings.https_port or "<https port above>")
+        print(f"  curl -k --resolve demo.localhost:{https}:127.0.0.1 https://demo.localhost:{https}/    "
+              "# -> web over HTTPS (no Secret here: the self-signed default certificate, hence -k)", flush=True)
         print(f"  fastingress explain --manifests {directory} http://demo.localhost/api/x", flush=True)
         print("Ctrl-C stops the proxy and the demo backends.", flush=True)
         return run_supervisor(settings)

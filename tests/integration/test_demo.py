@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -24,18 +25,21 @@ def test_make_demo_serves_and_stops_on_sigint() -> None:
                             start_new_session=True)
     try:
         assert proc.stdout is not None
-        port = 0
+        port = https_port = 0
         deadline = time.monotonic() + 60
         lines = []
-        while not port and time.monotonic() < deadline:
+        while not (port and https_port) and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             lines.append(line)
-            match = re.search(r"http on [0-9.]+:(\d+)", line)
+            match = re.search(r"\bhttp on [0-9.]+:(\d+)", line)
             if match:
                 port = int(match.group(1))
-        assert port, "".join(lines)
+            match = re.search(r"https on [0-9.]+:(\d+)", line)
+            if match:
+                https_port = int(match.group(1))
+        assert port and https_port, "".join(lines)
         assert any("curl -H 'Host: demo.localhost'" in line for line in lines)
         body = b""
         while time.monotonic() < deadline:
@@ -47,6 +51,11 @@ def test_make_demo_serves_and_stops_on_sigint() -> None:
             except OSError:
                 time.sleep(0.1)
         assert b'"backend":"api"' in body
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the self-signed default certificate
+        req = urllib.request.Request(f"https://127.0.0.1:{https_port}/", headers={"Host": "demo.localhost"})
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
+            assert b'"backend":"web"' in resp.read()  # HTTPS routes by Host like HTTP
         os.killpg(proc.pid, signal.SIGINT)
         # make itself dies of the SIGINT (as on a terminal); what matters is that everything under it stopped
         assert proc.wait(timeout=40) in (0, 2, -signal.SIGINT)
