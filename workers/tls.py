@@ -58,6 +58,9 @@ TLS12_CIPHERS = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE
 ALPN = ["http/1.1"]
 NAME_CACHE_MAX = 8192  # server names remembered per routes generation (random SNI cannot grow memory)
 SHUTDOWN_TIMEOUT_S = 5.0
+# handshake-failure counters, by the reason names /metrics shows
+FAIL_TIMEOUT, FAIL_PROTOCOL, FAIL_ABORTED, FAIL_OTHER = (
+    st.TLS_FAIL_BASE + st.TLS_FAIL_REASONS.index(r) for r in ("timeout", "protocol", "aborted", "other"))
 # uvloop's own TLS protocol (public in uvloop.loop, untyped in its stubs)
 _SSLProtocol: Callable[..., asyncio.BaseProtocol] = getattr(uvloop.loop, "SSLProtocol")  # noqa: B009
 
@@ -115,7 +118,8 @@ def share_ticket_keys(ctx: ssl.SSLContext, keys: bytes) -> bool:
     ssl_ctx = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value  # PySSLContext.ctx
     if not ssl_ctx:
         return False
-    if ctrl(ssl_ctx, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, TICKET_KEYS_LEN, ctypes.create_string_buffer(keys, 80)) != 1:
+    given = ctypes.create_string_buffer(keys, TICKET_KEYS_LEN)
+    if ctrl(ssl_ctx, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, TICKET_KEYS_LEN, given) != 1:
         return False
     check = ctypes.create_string_buffer(TICKET_KEYS_LEN)
     return bool(ctrl(ssl_ctx, _SSL_CTRL_GET_TLSEXT_TICKET_KEYS, TICKET_KEYS_LEN, check) == 1 and check.raw == keys)
@@ -124,12 +128,12 @@ def share_ticket_keys(ctx: ssl.SSLContext, keys: bytes) -> bool:
 def failure_reason(exc: BaseException) -> int:
     """The handshake-failure counter for an exception from uvloop's SSLProtocol."""
     if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError)):
-        return st.TLS_FAIL_BASE + 2  # aborted: the client closed or reset during the handshake
+        return FAIL_ABORTED  # the client closed or reset during the handshake
     if isinstance(exc, ssl.SSLError):
-        return st.TLS_FAIL_BASE + 1  # protocol: garbage, plain HTTP, no shared version or cipher
+        return FAIL_PROTOCOL  # garbage, plain HTTP, no shared version or cipher
     if isinstance(exc, ConnectionAbortedError):
-        return st.TLS_FAIL_BASE  # timeout: uvloop aborts a handshake that takes too long this way
-    return st.TLS_FAIL_BASE + 3
+        return FAIL_TIMEOUT  # uvloop aborts a handshake that takes too long this way
+    return FAIL_OTHER
 
 
 class WorkerTLS:
@@ -239,7 +243,7 @@ class WorkerTLS:
         completes it without an exception also when the connection was closed by us mid-handshake."""
         stats = self.ctx.stats
         if waiter.cancelled():
-            stats.add(st.TLS_FAIL_BASE + 3)
+            stats.add(FAIL_OTHER)
             return
         exc = waiter.exception()  # retrieved here, so asyncio never warns about it
         if exc is not None:
@@ -247,4 +251,4 @@ class WorkerTLS:
         elif getattr(app, "transport", None) is not None:
             stats.add(st.TLS_HANDSHAKES)
         else:
-            stats.add(st.TLS_FAIL_BASE + 2)
+            stats.add(FAIL_ABORTED)
