@@ -101,7 +101,7 @@ def _build_vhost(
             rule_host=d.host,
             rule_path=d.rule_path,
             path_type=d.path_type,
-            redirect_https=is_redirect_https(host, d.ingress, sni_names),
+            redirect_https=is_redirect_https(hsts, d.ingress),
             hsts=hsts,
         )
         for d in sorted(drafts, key=route_order)
@@ -112,13 +112,13 @@ def _build_vhost(
             path="", match=-1,
             upstream=linker.link(default, default.default_backend, "spec.defaultBackend"),
             ingress=default.key, rule_host="", rule_path="", path_type="",
-            redirect_https=is_redirect_https(host, default, sni_names),
+            redirect_https=is_redirect_https(hsts, default),
             hsts=hsts,
         )
     return VirtualHost(host=host, routes=routes, default=default_route)
 
 
-def is_redirect_https(host: str, ingress: Ingress, sni_names: frozenset[str]) -> bool:
+def is_redirect_https(own_cert: bool, ingress: Ingress) -> bool:
     """Plain HTTP gets a 308 when the vhost host has its own certificate (`has_own_cert`: the same hosts
     that get HSTS, so a client is never told to use HTTPS where it would get the default certificate,
     nor left on HTTP where HTTPS works), unless the Ingress opts out. The catch-all vhost "" never has
@@ -127,7 +127,7 @@ def is_redirect_https(host: str, ingress: Ingress, sni_names: frozenset[str]) ->
     annotations = ingress.annotations
     if any(annotations.get(name, "").lower() == "true" for name in FORCE_SSL_REDIRECT_ANNOTATIONS):
         return True
-    if not has_own_cert(host, sni_names):
+    if not own_cert:
         return False
     return not any(annotations.get(name, "").lower() == "false" for name in SSL_REDIRECT_ANNOTATIONS)
 

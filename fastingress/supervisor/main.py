@@ -51,7 +51,7 @@ from fastingress.supervisor.admin import AdminServer, AdminView
 from fastingress.supervisor.arbiter import Arbiter
 from fastingress.supervisor.keystore import KeyStore, default_parent
 from fastingress.supervisor.reconcile import Reconciler
-from fastingress.table.shm import TableWriter, unpack_word
+from fastingress.table.shm import TableWriter
 from fastingress.table.stats import StatsBlock
 
 log = logging.getLogger("fastingress.supervisor.main")  # not "__main__" under `python -m`
@@ -104,12 +104,6 @@ class SourceThread:
             self.source.run(self._emit, self.stop)
         except Exception as exc:  # handed to the main loop, which decides (fatal before the first sync)
             self._inbox.put(("failed", self.source.name, exc))
-
-
-def oldest_served_generation(writer: TableWriter) -> int:
-    """The oldest routes generation a live worker may still serve: the smallest acknowledged one
-    (0 for a worker that has acknowledged none yet: it holds everything back), else the current one."""
-    return min((unpack_word(ack)[0] for _, _, ack, _ in writer.readers()), default=writer.routes_gen)
 
 
 def open_key_store(settings: Settings) -> KeyStore | None:
@@ -176,7 +170,7 @@ class Supervisor:
                 self.arbiter.check(now)
                 self.writer.reclaim()
                 if self.keys is not None:
-                    self.keys.reclaim(oldest_served_generation(self.writer))
+                    self.keys.reclaim(self.writer.oldest_acked()[0])
                 next_check = now + TICK_S
         return self.arbiter.exit_code
 

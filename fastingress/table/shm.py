@@ -349,11 +349,16 @@ class TableWriter:
                 dead.append(pid)
         return dead
 
+    def oldest_acked(self) -> tuple[int, int]:
+        """The oldest (routes, endpoints) generations a live reader may still read: the smallest acknowledged
+        ones (0 for a reader that has acknowledged none yet: it holds everything back), else the current ones."""
+        acks = [unpack_word(ack) for _, _, ack, _ in self.readers()]
+        return (min([a[0] for a in acks], default=self.routes_gen),
+                min([a[1] for a in acks], default=self.endpoints_gen))
+
     def reclaim(self) -> int:
         """Free every segment all live readers have moved past, and arenas left empty; return how many."""
-        acks = [unpack_word(ack) for _, _, ack, _ in self.readers()]
-        min_r = min([a[0] for a in acks], default=self.routes_gen)
-        min_e = min([a[1] for a in acks], default=self.endpoints_gen)
+        min_r, min_e = self.oldest_acked()
         keep: list[Region] = []
         for region in self.live:
             current, floor = (self.routes_gen, min_r) if region.tag == "r" else (self.endpoints_gen, min_e)

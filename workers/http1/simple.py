@@ -135,12 +135,11 @@ def closing_head(data: bytes, head_end: int) -> bytes:
     return b"".join(parts)
 
 
-def head_with_field(data: bytes, head_end: int, field: bytes) -> bytes:
+def head_with_field(data: bytes, head_end: int, field: bytes, name: bytes) -> bytes:
     """`data` (a plain response from its first byte) with `field` ("Name: value\\r\\n") added to its head,
-    unless the head already has a field of that name (the backend's own value wins)."""
+    unless the head already has a field `name` (lower-case, without the colon): the backend's value wins."""
     blank = head_end + 2
-    name = field[: field.index(b":") + 1].lower()
-    if b"\n" + name in data[:blank].lower():
+    if b"\n" + name + b":" in data[:blank].lower():
         return data
     return data[:blank] + field + data[blank:]
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 ROUTING, CONNECTING, SENT, RESPONDING, DONE, DISCARD, TUNNEL = range(7)
 PENDING_HIGH_BYTES = 256 * 1024  # body buffered while connecting; above it the client is paused
 _perf_counter = time.perf_counter
+HSTS_NAME = b"strict-transport-security"  # the field WorkerContext.hsts_field adds (lower-case)
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 
 # the one table of failures: reason -> (status, body, upstream-error metric or -1)
@@ -300,7 +301,7 @@ class Exchange:
             head_end = found[1]
             if self.extra:
                 size = len(data)
-                data = head_with_field(data, head_end, self.extra)
+                data = head_with_field(data, head_end, self.extra, HSTS_NAME)
                 head_end += len(data) - size
             if not keep:  # else the backend's `Connection: keep-alive`, if any, says what ours would: kept
                 data = closing_head(data, head_end)
@@ -399,7 +400,7 @@ class Exchange:
         self.state = RESPONDING
         self.resp_started = True
         extra = self.extra
-        if extra and any(name.lower() == b"strict-transport-security" for name, _ in resp.fields):
+        if extra and any(name.lower() == HSTS_NAME for name, _ in resp.fields):
             extra = b""  # the backend's own policy wins
         out.append(build_client_response(resp, mode, keep, extra))
         return True

@@ -20,7 +20,6 @@ from fastingress.model.problems import Problem
 from fastingress.model.store import Change, Store
 from fastingress.settings import Settings
 from fastingress.supervisor.keystore import KeyStore
-from fastingress.supervisor.main import oldest_served_generation
 from fastingress.supervisor.offline import compile_options
 from fastingress.supervisor.reconcile import HOLDOFF_S, MAX_DELAY_S, PUBLISH_RETRY_S, Reconciler
 from fastingress.table.lookup import RouteTable
@@ -256,20 +255,20 @@ def test_certificate_files_are_written_before_publishing_and_reclaimed_after(tmp
     assert keys.written() == {c.fingerprint for c in config.certs}
     site_fp = next(c.fingerprint for c in config.certs if c.fingerprint != config.default_cert)
 
-    assert oldest_served_generation(writer) == 1  # no worker: the current generation
+    assert writer.oldest_acked()[0] == 1  # no worker: the current generation
     reader = TableReader(writer.control_path, 0)  # a worker still serving generation 1
-    assert oldest_served_generation(writer) == 0  # registered, nothing acknowledged yet: holds everything
+    assert writer.oldest_acked()[0] == 0  # registered, nothing acknowledged yet: holds everything
     reader.poll()
     reader.ack()
     rec.apply([put(ingress("web", rule("a.example.com", path("/"))))], [])  # the TLS section is gone
     clock.t += HOLDOFF_S
     assert rec.publish(clock.t)
     assert writer.seen[-1] == (1, True) and writer.routes_gen == 2
-    assert keys.reclaim(oldest_served_generation(writer)) == []  # the worker may still need it
+    assert keys.reclaim(writer.oldest_acked()[0]) == []  # the worker may still need it
     assert os.path.exists(keys.pem_path(site_fp))
     reader.poll()
     reader.ack()
-    assert keys.reclaim(oldest_served_generation(writer)) == [site_fp]
+    assert keys.reclaim(writer.oldest_acked()[0]) == [site_fp]
     assert keys.written() == {config.default_cert}
     reader.release()
     writer.close()

@@ -209,20 +209,21 @@ def test_handshake_outcomes_are_counted(tmp_path: Path) -> None:
 
 # --- the HSTS field on the fast lane -------------------------------------------------------------------------
 HSTS = b"Strict-Transport-Security: max-age=60\r\n"
+NAME = b"strict-transport-security"
 
 
 def test_head_with_field_adds_before_the_blank_line() -> None:
     data = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     found = simple_response(data, Limits())
     assert found is not None
-    assert head_with_field(data, found[1], HSTS) == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + HSTS + b"\r\nok"
+    assert head_with_field(data, found[1], HSTS, NAME) == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + HSTS + b"\r\nok"
 
 
 def test_head_with_field_keeps_the_backends_own_value() -> None:
     data = b"HTTP/1.1 200 OK\r\nstrict-transport-SECURITY: max-age=1\r\nContent-Length: 2\r\n\r\nok"
     found = simple_response(data, Limits())
     assert found is not None
-    assert head_with_field(data, found[1], HSTS) is data
+    assert head_with_field(data, found[1], HSTS, NAME) is data
     body_only = b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\nStrict-Transport-Security: in the body"
     found = simple_response(body_only, Limits())
-    assert found is not None and head_with_field(body_only, found[1], HSTS) != body_only  # only the head counts
+    assert found is not None and head_with_field(body_only, found[1], HSTS, NAME) != body_only  # only the head counts
