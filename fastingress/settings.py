@@ -96,6 +96,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "Manifests directory to serve from instead of the Kubernetes API (`--manifests`).")] = ""
     manifests_poll_s: Annotated[float, _doc(
         "How often the manifests directory is checked for changes, in seconds.")] = 0.25
+    watch_namespace: Annotated[str, _doc(
+        "Watch Ingresses, Services, EndpointSlices and Secrets in this namespace only; empty: all namespaces "
+        "(IngressClasses are cluster-scoped and always watched).")] = ""
+    kube_watch_timeout_s: Annotated[int, _doc(
+        "`timeoutSeconds` of each Kubernetes watch request (a little jitter is added); the watch is then "
+        "resumed from its last resourceVersion.")] = 300
+    allow_loopback_endpoints: Annotated[bool, _doc(
+        "Accept loopback addresses (127.0.0.0/8, ::1) in EndpointSlices from the API, which a real API server "
+        "refuses: only for development and tests against a local API server.")] = False
+    publish_service: Annotated[str, _doc(
+        "`namespace/name` of the Service whose load-balancer addresses the leader writes into "
+        "`status.loadBalancer` of every Ingress we own.")] = ""
+    publish_address: Annotated[str, _doc(
+        "Comma-separated IPs or host names written into Ingress status instead of a Service's addresses.")] = ""
+    update_status: Annotated[bool, _doc(
+        "Write Ingress status (leader-elected: one replica at a time) and Events about broken objects.")] = True
+    pod_name: Annotated[str, _doc(
+        "This replica's identity in the leader-election Lease and in Events (set from the downward API); "
+        "empty: the host name.")] = ""
+    pod_namespace: Annotated[str, _doc(
+        "Namespace of the leader-election Lease (set from the downward API); empty: the service account's "
+        "namespace in a cluster, else `default`.")] = ""
+    election_id: Annotated[str, _doc("Name of the leader-election Lease.")] = "fastingress-leader"
+    lease_duration_s: Annotated[float, _doc(
+        "How long a Lease holds without renewal before another replica may take it over.")] = 15.0
+    lease_renew_deadline_s: Annotated[float, _doc(
+        "The leader steps down when it could not renew for this long (less than the lease duration).")] = 10.0
+    lease_retry_period_s: Annotated[float, _doc(
+        "How often the Lease is renewed by the leader and tried by the others.")] = 2.0
     default_tls_secret: Annotated[str, _doc(
         "`namespace/name` of a kubernetes.io/tls Secret served when no certificate matches the SNI name; "
         "empty: a self-signed certificate generated at start.")] = ""
@@ -158,6 +187,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.default_tls_secret and not _OBJECT_KEY.match(self.default_tls_secret):
             problems.append(f"{env_name('default_tls_secret')} must be namespace/name (DNS names, lower case), "
                             f"got {self.default_tls_secret!r}")
+        if self.publish_service and not _OBJECT_KEY.match(self.publish_service):
+            problems.append(f"{env_name('publish_service')} must be namespace/name, got {self.publish_service!r}")
+        if not self.lease_retry_period_s < self.lease_renew_deadline_s < self.lease_duration_s:
+            problems.append(f"{env_name('lease_retry_period_s')} < {env_name('lease_renew_deadline_s')} < "
+                            f"{env_name('lease_duration_s')} must hold")
+        if self.kube_watch_timeout_s < 1:
+            problems.append(f"{env_name('kube_watch_timeout_s')} must be >= 1")
         problems.extend(_check_cidrs(self.trusted_proxies))
         return problems
 

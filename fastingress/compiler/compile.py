@@ -61,6 +61,7 @@ def compile_config(
         certs=merge_certs(certs, default_cert),
         sni=sni,
         default_cert=default_cert.fingerprint if default_cert is not None else "",
+        owned=tuple(sorted(ingress.key for ingress in ingresses)),
     )
     return config, _sorted_problems([*problems, *lost, *tls_problems, *default_problems, *linker.problems])
 

@@ -96,3 +96,4 @@ class CompiledConfig(msgspec.Struct, frozen=True):
     certs: tuple[CertBundle, ...] = ()  # sorted by fingerprint; SNI entries' and the default one
     sni: tuple[SniEntry, ...] = ()  # sorted by name
     default_cert: str = ""  # fingerprint (in `certs`) of FASTINGRESS_DEFAULT_TLS_SECRET; "": self-signed
+    owned: tuple[ObjectKey, ...] = ()  # sorted keys of every Ingress of our classes (the status writer's set)

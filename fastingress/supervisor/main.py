@@ -46,6 +46,7 @@ from fastingress.model.problems import Problem
 from fastingress.model.store import Change
 from fastingress.settings import Settings, env_name
 from fastingress.sources.base import Source
+from fastingress.sources.kube import KubeSource
 from fastingress.sources.manifests import ManifestsSource
 from fastingress.supervisor.admin import AdminServer, AdminView
 from fastingress.supervisor.arbiter import Arbiter
@@ -128,10 +129,15 @@ def open_key_store(settings: Settings) -> KeyStore | None:
 
 
 def make_source(settings: Settings) -> Source:
-    if not settings.manifests_dir:
-        raise ConfigError([f"the Kubernetes source is not built yet; use --manifests DIR "
-                           f"(or {env_name('manifests_dir')})"])
-    return ManifestsSource(settings.manifests_dir, poll_interval_s=settings.manifests_poll_s)
+    """The manifests directory when one is named, else the Kubernetes API (ConfigError when unreachable by config)."""
+    if settings.manifests_dir:
+        return ManifestsSource(settings.manifests_dir, poll_interval_s=settings.manifests_poll_s)
+    source = KubeSource(settings)
+    try:
+        source.connect()
+    except SourceError as exc:
+        raise ConfigError([str(exc)]) from exc
+    return source
 
 
 class Supervisor:
@@ -146,7 +152,17 @@ class Supervisor:
         self.arbiter = Arbiter(settings, writer, stats, keys.path if keys is not None else "")
         self.source = SourceThread(source, self.inbox)
         self.source_states: dict[str, str] = {source.name: "syncing"}  # replaced, never mutated
-        self.view = AdminView(self.reconciler, self.arbiter, stats, lambda: self.source_states)
+        self.view = AdminView(self.reconciler, self.arbiter, stats, self.source_view)
+
+    def source_view(self) -> dict[str, str]:
+        """Each source's state for /healthz: the main loop's view, refined by the source's own health
+        (a synced Kubernetes source whose watches fail is degraded while the last table keeps serving)."""
+        states = self.source_states
+        health = getattr(self.source.source, "health", None)
+        if health is None:
+            return states
+        name = self.source.source.name
+        return {**states, name: "degraded" if states.get(name) == "ok" and health() == "degraded" else states[name]}
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.inbox.put(("signal", signum))  # only enqueue: no logging, no locks taken in a handler
