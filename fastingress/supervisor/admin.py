@@ -34,7 +34,7 @@ import orjson
 
 from fastingress.compiler.describe import describe_config
 from fastingress.supervisor.arbiter import Arbiter
-from fastingress.supervisor.metrics import CONTENT_TYPE, cert_expiries, render_metrics, sum_rows
+from fastingress.supervisor.metrics import CONTENT_TYPE, KubeStats, cert_expiries, render_metrics, sum_rows
 from fastingress.supervisor.reconcile import Reconciler
 from fastingress.table.stats import StatsBlock
 
@@ -48,8 +48,9 @@ class AdminView:
     """The read-only view the request handlers answer from."""
 
     def __init__(self, reconciler: Reconciler, arbiter: Arbiter, stats: StatsBlock,
-                 sources: Callable[[], Mapping[str, str]]) -> None:
+                 sources: Callable[[], Mapping[str, str]], kube: Callable[[], KubeStats | None] = lambda: None) -> None:
         self.reconciler = reconciler
+        self.kube = kube
         self.arbiter = arbiter
         self.stats = stats
         self.sources = sources
@@ -91,7 +92,7 @@ class AdminView:
         expiries = cert_expiries(((str(c.secret), c.fingerprint, c.not_after) for c in certs), time.time())
         text = render_metrics(totals, routes_generation=rs.routes_generation,
                               endpoints_generation=rs.endpoints_generation, workers=workers,
-                              restarts=arb.restarts, problems=problems, certificates=expiries)
+                              restarts=arb.restarts, problems=problems, certificates=expiries, kube=self.kube())
         return 200, CONTENT_TYPE, text.encode()
 
     def debug_routes(self) -> Response:

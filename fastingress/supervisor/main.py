@@ -12,7 +12,10 @@ Theory of operation (style.md sections 10 and 12):
    private directory of certificate files (with the self-signed fallback generated before any worker
    starts), passed to every worker as `--keys DIR`, written before each publish, reclaimed on the
    loop's tick once no live worker can need a file, and removed on the way out.
-3. *Threads.* The source runs in its own thread and only enqueues what it emits; the admin server
+3. *Threads.* The source runs in its own thread and only enqueues what it emits (the Kubernetes
+   source runs one more thread per watched kind); with the Kubernetes source, `ClusterDuties` runs
+   the leader elector, the status writer and the event recorder on three more, fed by the loop after
+   each publish through calls that never block; the admin server
    runs in its own daemon thread and reads only immutable snapshots. Signal handlers only enqueue
    (`SimpleQueue.put` is reentrant: safe in a handler that interrupts the loop inside `get`).
    Workers are fresh interpreters started by `subprocess` (never a fork after these threads exist).
@@ -50,7 +53,9 @@ from fastingress.sources.kube import KubeSource
 from fastingress.sources.manifests import ManifestsSource
 from fastingress.supervisor.admin import AdminServer, AdminView
 from fastingress.supervisor.arbiter import Arbiter
+from fastingress.supervisor.cluster import ClusterDuties
 from fastingress.supervisor.keystore import KeyStore, default_parent
+from fastingress.supervisor.metrics import KubeStats
 from fastingress.supervisor.reconcile import Reconciler
 from fastingress.table.shm import TableWriter
 from fastingress.table.stats import StatsBlock
@@ -144,15 +149,16 @@ class Supervisor:
     """The main loop: one inbox, one reconciler, one arbiter."""
 
     def __init__(self, settings: Settings, writer: TableWriter, stats: StatsBlock, source: Source,
-                 keys: KeyStore | None = None) -> None:
+                 keys: KeyStore | None = None, duties: ClusterDuties | None = None) -> None:
         self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.writer = writer
         self.keys = keys
         self.reconciler = Reconciler(settings, writer, keys=keys)
         self.arbiter = Arbiter(settings, writer, stats, keys.path if keys is not None else "")
         self.source = SourceThread(source, self.inbox)
+        self.duties = duties  # Lease, Ingress status and Events: Kubernetes source only
         self.source_states: dict[str, str] = {source.name: "syncing"}  # replaced, never mutated
-        self.view = AdminView(self.reconciler, self.arbiter, stats, self.source_view)
+        self.view = AdminView(self.reconciler, self.arbiter, stats, self.source_view, self.kube_stats)
 
     def source_view(self) -> dict[str, str]:
         """Each source's state for /healthz: the main loop's view, refined by the source's own health
@@ -164,11 +170,24 @@ class Supervisor:
         name = self.source.source.name
         return {**states, name: "degraded" if states.get(name) == "ok" and health() == "degraded" else states[name]}
 
+    def kube_stats(self) -> KubeStats | None:
+        """For /metrics (admin thread): the reflectors' counters and the cluster writers'; None without kube."""
+        source = self.source.source
+        if not isinstance(source, KubeSource):
+            return None
+        duties = self.duties
+        if duties is None:
+            return KubeStats(source.counters())
+        return KubeStats(source.counters(), duties.elector.is_leader, duties.status.stats(), duties.events.stats())
+
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.inbox.put(("signal", signum))  # only enqueue: no logging, no locks taken in a handler
 
     def run(self) -> int:
         self.source.start()
+        if self.duties is not None:
+            self.duties.start()
+        told = self.reconciler.state  # the last state the cluster duties were told about
         next_check = time.monotonic()
         while self.arbiter.exit_code is None:
             now = time.monotonic()
@@ -182,7 +201,12 @@ class Supervisor:
                 self.dispatch(message, now)
             if self.reconciler.due(now) and self.reconciler.publish(now):
                 self.arbiter.start(now)
+            if self.duties is not None and self.reconciler.state is not told:
+                told = self.reconciler.state
+                self.duties.after_publish(told, self.reconciler.snapshot())
             if now >= next_check:
+                if self.duties is not None:
+                    self.duties.tick()
                 self.arbiter.check(now)
                 self.writer.reclaim()
                 if self.keys is not None:
@@ -231,7 +255,9 @@ def run_supervisor(settings: Settings) -> int:
         keys.close()
         _close_sockets(http_sock, https_sock)
         raise
-    sup = Supervisor(settings, writer, stats, source, keys)
+    duties = (ClusterDuties(settings, source.connect(), source.index)
+              if isinstance(source, KubeSource) and settings.update_status else None)
+    sup = Supervisor(settings, writer, stats, source, keys, duties)
     previous = {sig: signal.signal(sig, sup.on_signal) for sig in SIGNALS}
     admin: AdminServer | None = None
     try:
@@ -247,6 +273,8 @@ def run_supervisor(settings: Settings) -> int:
         print(f"fastingress: https on {_format_addr(settings.bind_address, https_port)}", flush=True)
         return sup.run()
     finally:
+        if duties is not None:
+            duties.close()  # releases the Lease: another replica takes over status at once
         sup.source.join(SOURCE_JOIN_S)
         if admin is not None:
             admin.close()

@@ -13,6 +13,7 @@ Pure: no I/O, no clocks; the caller hands in numbers.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -104,6 +105,45 @@ def _worker_families(totals: Row) -> list[str]:
     return out
 
 
+class KubeStats(NamedTuple):
+    """The Kubernetes side's counters: per reflector (resource name -> counter -> value), and the writers'."""
+
+    reflectors: Mapping[str, Mapping[str, int]]
+    leader: bool | None = None  # None: status and Events are off (FASTINGRESS_UPDATE_STATUS=false)
+    status: Mapping[str, int] = {}  # writes, write_failures, clears
+    events: Mapping[str, int] = {}  # sent, dropped_rate, dropped_full, failed, ...
+
+
+_REFLECTOR_FAMILIES = (
+    ("lists", "fastingress_kube_lists_total", "Complete lists of a resource (the first and every relist)."),
+    ("relists", "fastingress_kube_relists_total", "Relists after an expired resourceVersion (HTTP 410)."),
+    ("watches", "fastingress_kube_watches_total", "Watch requests started (a watch ends at its timeout or on a drop)."),
+    ("events", "fastingress_kube_watch_events_total", "ADDED/MODIFIED/DELETED events received."),
+    ("errors", "fastingress_kube_errors_total", "Failed list or watch attempts (each followed by a backoff)."),
+)
+
+
+def kube_families(kube: KubeStats) -> list[str]:
+    """The Kubernetes source's and the cluster writers' families."""
+    out: list[str] = []
+    for counter, name, help_text in _REFLECTOR_FAMILIES:
+        out += _family(name, "counter", help_text, [_sample(name, values.get(counter, 0), {"resource": resource})
+                                                   for resource, values in sorted(kube.reflectors.items())])
+    if kube.leader is None:
+        return out
+    out += _family("fastingress_leader", "gauge", "1 when this replica holds the leader-election Lease.",
+                   [_sample("fastingress_leader", int(kube.leader))])
+    name = "fastingress_ingress_status_writes_total"
+    out += _family(name, "counter", "Ingress status writes, by outcome.",
+                   [_sample(name, kube.status.get(k, 0), {"outcome": o})
+                    for k, o in (("writes", "ok"), ("write_failures", "failed"), ("clears", "cleared"))])
+    name = "fastingress_kube_events_total"
+    out += _family(name, "counter", "Kubernetes Events about problems, by outcome.",
+                   [_sample(name, kube.events.get(k, 0), {"outcome": k})
+                    for k in ("sent", "failed", "dropped_rate", "dropped_full")])
+    return out
+
+
 def render_metrics(
     totals: Row,
     *,
@@ -113,6 +153,7 @@ def render_metrics(
     restarts: int,
     problems: Mapping[str, int],
     certificates: Sequence[CertExpiry] = (),
+    kube: KubeStats | None = None,
 ) -> str:
     """The whole exposition: worker counters (`totals` from `sum_rows`) and the supervisor's state.
 
@@ -134,6 +175,8 @@ def render_metrics(
     out += _family(name, "gauge", "Seconds until a certificate of the current table expires (negative: expired).",
                    [_sample(name, seconds, {"secret": secret, "fingerprint": fp})
                     for secret, fp, seconds in sorted(certificates)])
+    if kube is not None:
+        out += kube_families(kube)
     return "\n".join(out) + "\n"
 
 

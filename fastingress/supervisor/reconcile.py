@@ -41,7 +41,7 @@ import msgspec
 from fastingress.compiler import compile_config, compile_endpoints
 from fastingress.compiler.emit import emit_endpoints, emit_routes
 from fastingress.compiler.types import CompiledConfig
-from fastingress.model.objects import Kind
+from fastingress.model.objects import Kind, Snapshot
 from fastingress.model.problems import Problem
 from fastingress.model.store import Change, Store
 from fastingress.settings import Settings
@@ -100,6 +100,10 @@ class Reconciler:
     @property
     def synced(self) -> bool:
         return self._synced
+
+    def snapshot(self) -> Snapshot:
+        """The Store's current objects (cached by the Store until the next relevant change)."""
+        return self._store.snapshot()
 
     def apply(self, changes: Sequence[Change], problems: Sequence[Problem]) -> None:
         """Take one source batch (the first is the complete initial state)."""

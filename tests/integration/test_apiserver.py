@@ -22,6 +22,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.apiserver import ApiServer
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -111,14 +112,6 @@ class WatchThread:
     def stop(self) -> None:
         self.watch.stop()
         self.thread.join(DEADLINE_S)
-
-
-def wait_until(predicate: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"{what} not within {DEADLINE_S} s"
-        time.sleep(0.01)
-    return value
 
 
 def status_of(exc: ApiException) -> dict[str, Any]:

@@ -31,13 +31,15 @@ def service_manifest(name: str, port: int, namespace: str = "default") -> str:
 
 
 class ServedProxy:
-    def __init__(self, manifests: Path, *, workers: int = 2, env: dict[str, str] | None = None,
-                 ready_timeout_s: float = 30.0) -> None:
+    def __init__(self, manifests: Path | None, *, workers: int = 2, env: dict[str, str] | None = None,
+                 ready_timeout_s: float = 30.0, wait_ready: bool = True) -> None:
+        """`manifests` None: the Kubernetes source (point KUBECONFIG in `env` at a test API server)."""
         self.manifests = manifests
         full_env = {**os.environ, "FASTINGRESS_LOG_FORMAT": "json", "FASTINGRESS_ACCESS_LOG": "false",
                     **(env or {})}
+        source = ["--manifests", str(manifests)] if manifests is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastingress", "serve", "--manifests", str(manifests), "--http-port", "0",
+            [sys.executable, "-m", "fastingress", "serve", *source, "--http-port", "0",
              "--https-port", "0", "--admin-port", "0", "--workers", str(workers)],
             stdout=subprocess.PIPE, env=full_env)
         self.ports: dict[str, int] = {}
@@ -50,7 +52,8 @@ class ServedProxy:
                 raise RuntimeError(f"proxy did not print its ports (exit {self.proc.poll()})")
             for kind, _, port in _PORTS.findall(line):
                 self.ports[kind.decode()] = int(port)
-        self.wait_ready(deadline)
+        if wait_ready:
+            self.wait_ready(deadline)
 
     @property
     def http_port(self) -> int:

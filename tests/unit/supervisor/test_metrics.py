@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastingress.supervisor.metrics import cert_expiries, counters_only, render_metrics, sum_rows
+from fastingress.supervisor.metrics import KubeStats, cert_expiries, counters_only, render_metrics, sum_rows
 from fastingress.table import stats as st
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
@@ -152,3 +152,24 @@ def test_certificate_expiry_gauge() -> None:
     _, none = parse(render_metrics(sum_rows(np.zeros((0, st.ROW_WORDS), dtype=np.int64)), routes_generation=0,
                                    endpoints_generation=0, workers={}, restarts=0, problems={}))
     assert not [k for k in none if k[0] == name]  # no certificates: the family has no samples
+
+
+def test_kubernetes_families_are_labelled_by_resource_and_outcome() -> None:
+    kube = KubeStats({"Ingress": {"lists": 2, "relists": 1, "watches": 7, "events": 40, "errors": 3},
+                      "Secret": {"lists": 1}}, leader=True, status={"writes": 5, "write_failures": 1},
+                     events={"sent": 4, "dropped_rate": 2})
+    types, samples = parse(render_metrics(np.zeros(st.ROW_WORDS, dtype=np.int64), routes_generation=1,
+                                          endpoints_generation=1, workers={}, restarts=0, problems={}, kube=kube))
+    assert types["fastingress_kube_relists_total"] == "counter"
+    assert samples[("fastingress_kube_relists_total", frozenset({("resource", "Ingress")}))] == 1
+    assert samples[("fastingress_kube_watch_events_total", frozenset({("resource", "Ingress")}))] == 40
+    assert samples[("fastingress_kube_errors_total", frozenset({("resource", "Secret")}))] == 0
+    assert samples[("fastingress_leader", frozenset())] == 1
+    assert samples[("fastingress_ingress_status_writes_total", frozenset({("outcome", "failed")}))] == 1
+    assert samples[("fastingress_kube_events_total", frozenset({("outcome", "dropped_rate")}))] == 2
+
+
+def test_without_status_updates_there_is_no_leader_gauge() -> None:
+    text = render_metrics(np.zeros(st.ROW_WORDS, dtype=np.int64), routes_generation=1, endpoints_generation=1,
+                          workers={}, restarts=0, problems={}, kube=KubeStats({"Ingress": {"lists": 1}}))
+    assert "fastingress_kube_lists_total" in text and "fastingress_leader" not in text
