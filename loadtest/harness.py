@@ -87,10 +87,11 @@ class Server:
     """A process we started, stopped by PID: `port` accepts once it is up; HTTPS on `https_port` if not None."""
 
     def __init__(self, name: str, argv: list[str], port: int, cpu: str, env: dict[str, str] | None = None,
-                 https_port: int | None = None) -> None:
+                 https_port: int | None = None, stderr: Path | None = None) -> None:
         self.name, self.port, self.https_port = name, port, https_port
-        self.proc = subprocess.Popen(["taskset", "-c", cpu, *argv], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, env=env)
+        with open(stderr or os.devnull, "ab") as err:  # stderr: a file for the process's log (the child keeps it)
+            self.proc = subprocess.Popen(["taskset", "-c", cpu, *argv], stdout=subprocess.DEVNULL,
+                                         stderr=err, env=env)
         try:
             wait_port(port)
             if https_port is not None:
@@ -151,17 +152,23 @@ def start_haproxy(tmp: Path, routes: list[configs.Route], tls: TLSFiles | None =
     return Server("haproxy", ["haproxy", "-f", str(cfg)], port, PROXY_CPU, https_port=port if tls else None)
 
 
-def start_fastingress(manifests: Path, python: str, workers: int = 1, name: str = "fastingress",
-                      cpu: str = PROXY_CPU, https_host: str = "") -> Server:
-    """`fastingress serve --manifests`; with `https_host`, HTTPS on a port of ours, checked with that SNI."""
+def start_fastingress(manifests: Path | None, python: str, workers: int = 1, name: str = "fastingress",
+                      cpu: str = PROXY_CPU, https_host: str = "", env: dict[str, str] | None = None,
+                      log: Path | None = None) -> Server:
+    """`fastingress serve --manifests`; with `https_host`, HTTPS on a port of ours, checked with that SNI.
+
+    `manifests` None: the Kubernetes source, on the cluster `env` points KUBECONFIG at (loadtest/kube.py).
+    `env` is added to (and overrides) the harness's environment; `log`: a file for the JSON log (stderr).
+    """
     port = free_port()
     https_port = free_port() if https_host else 0  # 0: a port of fastingress's choice, never measured
-    env = {**os.environ, "FASTINGRESS_ACCESS_LOG": "false", "FASTINGRESS_LOG_LEVEL": "WARNING",
-           "FASTINGRESS_LIMIT_REQUESTS_PER_CONNECTION": "1000000000", "FASTINGRESS_MANIFESTS_POLL_S": "0.05",
-           "FASTINGRESS_BIND_ADDRESS": "127.0.0.1", "FASTINGRESS_ADMIN_ADDRESS": "127.0.0.1"}
-    argv = [python, "-m", "fastingress", "serve", "--manifests", str(manifests), "--http-port", str(port),
+    full_env = {**os.environ, "FASTINGRESS_ACCESS_LOG": "false", "FASTINGRESS_LOG_LEVEL": "WARNING",
+                "FASTINGRESS_LIMIT_REQUESTS_PER_CONNECTION": "1000000000", "FASTINGRESS_MANIFESTS_POLL_S": "0.05",
+                "FASTINGRESS_BIND_ADDRESS": "127.0.0.1", "FASTINGRESS_ADMIN_ADDRESS": "127.0.0.1", **(env or {})}
+    source = ["--manifests", str(manifests)] if manifests is not None else []
+    argv = [python, "-m", "fastingress", "serve", *source, "--http-port", str(port),
             "--https-port", str(https_port), "--admin-port", "0", "--workers", str(workers)]
-    server = Server(name, argv, port, cpu, env, https_port or None)
+    server = Server(name, argv, port, cpu, full_env, https_port or None, stderr=log)
     try:
         wait_serving(port)
         if https_host:

@@ -3,6 +3,7 @@
 from loadtest.scenario import Scenario
 from loadtest.scenarios import (
     churn,
+    churn_api,
     close,
     many_routes,
     propagation,
@@ -16,4 +17,5 @@ from loadtest.scenarios import (
 )
 
 SCENARIOS: dict[str, Scenario] = {m.SCENARIO.name: m.SCENARIO for m in (
-    small, r16k, r1m, upload, close, tls_keepalive, tls_handshake, many_routes, churn, scale, propagation)}
+    small, r16k, r1m, upload, close, tls_keepalive, tls_handshake, many_routes, churn, churn_api, scale,
+    propagation)}
