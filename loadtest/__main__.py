@@ -61,16 +61,26 @@ def main(argv: list[str] | None = None) -> int:
         "options": {"rounds": opts.rounds, "seconds": opts.seconds, "quick": opts.quick}, "scenarios": []}
     scenarios: list[dict[str, object]] = []
     results["scenarios"] = scenarios
+    failed: list[str] = []
     for name in names:
         print(f"== {name}", file=sys.stderr, flush=True)
-        scenarios.append(execute(SCENARIOS[name], opts))
+        try:
+            scenarios.append(execute(SCENARIOS[name], opts))
+        except Exception as exc:  # one failed scenario must not throw away the others' figures
+            print(f"== {name} FAILED: {exc}", file=sys.stderr, flush=True)
+            failed.append(name)
+            scenario = SCENARIOS[name]
+            scenarios.append({"name": name, "description": scenario.description, "rounds": {}, "median": {},
+                              "ratios": {}, "extra": {"FAILED": f"{type(exc).__name__}: {exc}"}})
     args.out.mkdir(parents=True, exist_ok=True)
     stem = time.strftime("%Y-%m-%dT%H%M%SZ", started) + ("-quick" if args.quick else "")
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1))
     md, plots = report.write_report(results, args.out, stem)
     print(md.read_text())
     print(f"results: {args.out / (stem + '.json')}, {md}, {', '.join(str(p) for p in plots)}", file=sys.stderr)
-    return 0
+    if failed:
+        print(f"failed scenario(s): {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
