@@ -46,11 +46,13 @@ class RecordingBackend:
     requests: list[Received] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)  # every byte received, per connection
     connections: int = 0
+    address: str = "127.0.0.1"  # any loopback address: several backends may then share one port
+    bind_port: int = 0
 
     def __post_init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((self.address, self.bind_port))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         self._stop = False

@@ -1,0 +1,1 @@
+"""End-to-end tests: `fastingress serve` (supervisor + workers) against the test Kubernetes API server."""
