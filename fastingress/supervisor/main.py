@@ -30,6 +30,7 @@ Theory of operation (style.md sections 10 and 12):
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import signal
@@ -188,6 +189,7 @@ class Supervisor:
         if self.duties is not None:
             self.duties.start()
         told = self.reconciler.state  # the last state the cluster duties were told about
+        frozen = False  # gc.freeze() done after the first publish
         next_check = time.monotonic()
         while self.arbiter.exit_code is None:
             now = time.monotonic()
@@ -200,6 +202,12 @@ class Supervisor:
             if message is not None:
                 self.dispatch(message, now)
             if self.reconciler.due(now) and self.reconciler.publish(now):
+                if not frozen:
+                    # After the first publish the heap is mostly long-lived (modules, the initial Store and
+                    # table); frozen, full collections stop walking it: with 1,000 Ingresses they cost
+                    # 70-80 ms every ~11th publish (docs/performance.md, propagation).
+                    gc.freeze()
+                    frozen = True
                 self.arbiter.start(now)
             if self.duties is not None and self.reconciler.state is not told:
                 told = self.reconciler.state
