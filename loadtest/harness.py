@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import configs
+from loadtest.machine import DISTURBED_BELOW, MAX_ATTEMPTS, RETRY_PAUSE_S, SpeedProbe
 from loadtest.tls import TLSFiles
 
 PROXY_CPU, LOAD_CPU, ANY_CPU = "0", "1", "0,1"
@@ -317,13 +318,33 @@ def ratios(med: dict[str, dict[str, float]], subject: str = "fastingress") -> di
     return out
 
 
-def interleave(servers: list[Server], load: Load, opts: Options, tmp: Path) -> dict[str, list[dict[str, float]]]:
-    """A B C A B C ...: each server measured `opts.rounds` times in turn."""
+def interleave(servers: list[Server], load: Load, opts: Options, tmp: Path,
+               probe: SpeedProbe | None = None) -> dict[str, list[dict[str, float]]]:
+    """A B C A B C ...: each server measured `opts.rounds` times in turn; a round measured while the
+    machine ran slow is measured again (loadtest/machine.py; not with --quick)."""
+    probe = probe or SpeedProbe()
+    probe.calibrate()
     rounds: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
     for _ in range(opts.rounds):
         for server in servers:
-            rounds[server.name].append(measure(server, opts.seconds, load, tmp, opts.warmup_s))
+            rounds[server.name].append(measure_steady(server, load, opts, tmp, probe))
     return rounds
+
+
+def measure_steady(server: Server, load: Load, opts: Options, tmp: Path, probe: SpeedProbe) -> dict[str, float]:
+    """One round, repeated while the machine speed around it is below DISTURBED_BELOW of the best."""
+    attempt = 1
+    while True:
+        before = probe.sample()
+        result = measure(server, opts.seconds, load, tmp, opts.warmup_s)
+        speed = probe.relative(min(before, probe.sample()))
+        result["machine_speed"], result["attempts"] = round(speed, 3), attempt
+        if speed >= DISTURBED_BELOW or attempt == MAX_ATTEMPTS or opts.quick:
+            return result
+        print(f"   {server.name}: machine at {speed:.0%} of its best speed; measuring the round again",
+              file=sys.stderr, flush=True)
+        time.sleep(RETRY_PAUSE_S)
+        attempt += 1
 
 
 def missing_tools(extra: Iterable[str] = ()) -> list[str]:

@@ -1,0 +1,54 @@
+"""`SpeedProbe`: how fast this machine is right now, so rounds measured in a slow spell can be repeated.
+
+Why: on a shared VM the whole machine sometimes runs 20-40% slower for minutes (runs C and D in
+docs/performance.md: every fastingress round of one scenario fell in such a spell while nginx's did
+not), which no number of interleaved rounds averages out. The hypervisor reports no steal time
+here (/proc/stat's steal column stays flat through those spells), so the harness measures speed
+itself: a fixed CPU-bound job (SHA-256 over 1 MiB, best of three, ~10 ms) right before and right
+after each round. A round whose slower probe is below `DISTURBED_BELOW` of the fastest probe of the
+run is measured again, up to `MAX_ATTEMPTS` times; every round records its `machine_speed` (the
+ratio) and `attempts`, so a reader sees what was kept.
+
+The probe runs in the harness process between rounds, when the servers are idle: it measures the
+machine, not the servers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+__all__ = ["DISTURBED_BELOW", "MAX_ATTEMPTS", "RETRY_PAUSE_S", "SpeedProbe"]
+
+DISTURBED_BELOW = 0.85  # a round whose machine speed is below 85% of the run's best is repeated
+MAX_ATTEMPTS = 3  # then the last attempt is kept (and marked by its machine_speed)
+RETRY_PAUSE_S = 2.0  # slow spells last seconds to minutes: give it a moment before the next attempt
+_BLOCK = bytes(1 << 20)
+
+
+class SpeedProbe:
+    """Machine speed in MiB/s of SHA-256, and the best seen so far as the reference."""
+
+    def __init__(self, repeats: int = 3, blocks: int = 4) -> None:
+        self.repeats, self.blocks = repeats, blocks
+        self.reference = 0.0
+
+    def sample(self) -> float:
+        """MiB/s of the fastest of `repeats` runs over `blocks` MiB; raises the reference when faster."""
+        best = float("inf")
+        for _ in range(self.repeats):
+            started = time.perf_counter()
+            for _ in range(self.blocks):
+                hashlib.sha256(_BLOCK).digest()
+            best = min(best, time.perf_counter() - started)
+        speed = self.blocks / best
+        self.reference = max(self.reference, speed)
+        return speed
+
+    def calibrate(self, samples: int = 5) -> None:
+        for _ in range(samples):
+            self.sample()
+
+    def relative(self, speed: float) -> float:
+        """`speed` as a fraction of the best seen (1.0: as fast as this machine gets)."""
+        return speed / self.reference if self.reference else 1.0
