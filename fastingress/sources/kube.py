@@ -81,8 +81,11 @@ class KubeSource:
         return self.client
 
     def health(self) -> str:
-        return "ok" if self.reflectors and all(r.state == "ok" for r in self.reflectors) else (
-            "syncing" if any(r.state == "syncing" for r in self.reflectors) or not self.reflectors else "degraded")
+        """"syncing" until every reflector listed once, then "ok", or "degraded" while any one fails."""
+        states = {r.state for r in self.reflectors}
+        if not states or "syncing" in states:
+            return "syncing"
+        return "ok" if states == {"ok"} else "degraded"
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Per reflector: lists, relists, watches, events, errors (read by /metrics)."""

@@ -35,9 +35,11 @@ from fastingress.model.objects import Kind
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
+    "describe_error",
     "KINDS",
     "KindSpec",
     "ListResult",
+    "client_for",
     "is_gone",
     "iter_watch",
     "list_all",
@@ -184,3 +186,14 @@ def is_gone(status: Any) -> bool:
     if isinstance(status, int):
         return status == 410
     return isinstance(status, dict) and status.get("code") == 410
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, stable reason for an API failure: equal failures give equal strings, so callers can log
+    once per distinct reason (a urllib3 message embeds object addresses and would differ every time)."""
+    if isinstance(exc, kubernetes.client.ApiException):
+        return f"HTTP {exc.status} {exc.reason or ''}".strip()
+    reason = getattr(exc, "reason", None)  # MaxRetryError: the underlying error is what tells
+    if isinstance(reason, BaseException):
+        return f"{type(exc).__name__} ({type(reason).__name__})"
+    return type(exc).__name__

@@ -265,15 +265,9 @@ class Reflector:
         self.counters["errors"] += 1
         self._streak += 1
         self.state = "degraded"
-        reason = _describe(exc)
+        reason = kubeapi.describe_error(exc)  # stable per kind of failure (the message is not)
         if reason != self._failing:  # once per distinct reason per streak, not once per retry
-            log.warning("%s: %s; retrying with backoff, the last table keeps serving", self.name, reason,
+            log.warning("%s: %s (%s); retrying with backoff, the last table keeps serving", self.name, reason, exc,
                         extra={"kind": self.spec.api_kind, "reason": type(exc).__name__})
         self._failing = reason
 
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, kubernetes.client.ApiException):
-        return f"API error {exc.status} {exc.reason}"
-    reason = getattr(exc, "reason", None)  # urllib3 MaxRetryError wraps the real cause
-    return f"{type(exc).__name__}: {reason or exc}"

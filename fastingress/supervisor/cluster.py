@@ -101,6 +101,5 @@ class ClusterDuties:
     def close(self) -> None:
         """Stop the threads; the elector releases the Lease on its way out so another replica takes over."""
         self._stop.set()
-        self.status.wake()
         for thread in self._threads:
             thread.join(JOIN_S)

@@ -52,6 +52,8 @@ import kubernetes.client
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from fastingress.sources.kubeapi import describe_error
+
 __all__ = ["JITTER", "LeaseElector", "describe_error", "micro_time"]
 
 log = logging.getLogger(__name__)
@@ -70,16 +72,6 @@ def micro_time(now: dt.datetime) -> dt.datetime:
     (accepted) but drops the fraction when it is 0: a write landing on an exact second would get a 400."""
     now = now.astimezone(dt.UTC)
     return now.replace(microsecond=1) if now.microsecond == 0 else now
-
-
-def describe_error(exc: BaseException) -> str:
-    """A short, stable reason for an API failure: equal failures give equal strings (for log-once)."""
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason or ''}".strip()
-    reason = getattr(exc, "reason", None)  # MaxRetryError: the underlying error is what tells
-    if isinstance(reason, BaseException):
-        return f"{type(exc).__name__} ({type(reason).__name__})"
-    return type(exc).__name__
 
 
 def _record(lease: Any) -> Record:

@@ -37,6 +37,7 @@ import urllib3
 
 from fastingress.model.objects import EndpointSlice, Kind, ObjectKey, Service, Snapshot, TLSSecret
 from fastingress.model.problems import Problem
+from fastingress.sources.kubeapi import describe_error
 
 __all__ = ["EventRecorder", "Outgoing", "TokenBucket", "event_message", "truncate_utf8"]
 
@@ -295,8 +296,7 @@ class EventRecorder:
         self._streak += 1
         if self._streak == 1:
             involved = item.body["involvedObject"]
-            why = f"HTTP {exc.status} {exc.reason}" if isinstance(exc, kubernetes.client.ApiException) else \
-                f"{type(exc).__name__}: {exc}"
+            why = f"{describe_error(exc)}: {exc}"  # once per streak: the detail is worth its length
             extra = {"kind": involved["kind"], "namespace": involved.get("namespace"), "object": involved["name"],
                      "reason": item.body["reason"]}
             log.warning("posting an Event failed (%s); Events are retried %d times on server and connection "

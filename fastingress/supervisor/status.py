@@ -43,8 +43,8 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from fastingress.model.objects import ObjectKey
+from fastingress.sources.kubeapi import describe_error
 from fastingress.sources.lbstatus import LBAddress, LoadBalancerIndex
-from fastingress.supervisor.election import describe_error
 
 __all__ = ["Leadership", "StatusWriter", "Written", "is_clear_needed", "is_write_needed", "parse_publish_address",
            "status_patch"]

@@ -189,6 +189,14 @@ def record_latency(what: str, seconds: float) -> float:
     return seconds
 
 
+def holds_for(seconds: float, predicate: Callable[[], Any], message: Callable[[], str]) -> None:
+    """Assert that `predicate` stays true for `seconds` (a negative can only be watched for a while)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        assert predicate(), message()
+        time.sleep(POLL_S)
+
+
 def timed_wait(predicate: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> float:
     """Poll `predicate` until truthy; returns the time it took (tests/support/wait.py `wait_until` returns
     the value instead). AssertionError at the deadline, with the time waited."""

@@ -19,11 +19,11 @@ import pytest
 
 from tests.e2e.harness import (
     DEADLINE_S,
-    POLL_S,
     Backends,
     ProxyFactory,
     answered_by,
     expose,
+    holds_for,
     record_latency,
     timed_wait,
     wait_served,
@@ -156,11 +156,9 @@ def test_one_leader_writes_status_and_the_other_never_flips_it(api: ApiServer, b
     expose(api, "st-more", "st-more.test", backends("st-more"))
     served_by_all(replicas, "st-more.test", "st-more", "another Ingress")
     timed_wait(lambda: lb_ips(api, "st-more") == [leader.address], f"status of st-more = {leader.name}'s address")
-    quiet_until = time.monotonic() + QUIET_S
-    while time.monotonic() < quiet_until:
-        assert lb_ips(api, "st") == lb_ips(api, "st-more") == [leader.address], (
-            f"status flipped away from the leader {leader.name}: {lb_ips(api, 'st')}, {lb_ips(api, 'st-more')}")
-        time.sleep(POLL_S)
+    holds_for(QUIET_S, lambda: lb_ips(api, "st") == lb_ips(api, "st-more") == [leader.address],
+              lambda: f"status flipped away from the leader {leader.name}: {lb_ips(api, 'st')}, "
+                      f"{lb_ips(api, 'st-more')}")
     assert replicas.holder() == leader.name
     assert (status_patches(api, "st"), status_patches(api, "st-more")) == (1, 1), \
         f"status PATCHes: st {status_patches(api, 'st')}, st-more {status_patches(api, 'st-more')} (want 1 each)"
@@ -184,10 +182,7 @@ def test_a_broken_ingress_yields_one_warning_event_from_the_leader(api: ApiServe
     # another table publish on both replicas: the problem is still there, and is not reported again
     expose(api, "ev-tick", "ev-tick.test", backends("ev-tick"))
     served_by_all(replicas, "ev-tick.test", "ev-tick", "a publish after the Event")
-    quiet_until = time.monotonic() + QUIET_S
-    while time.monotonic() < quiet_until:
-        assert len(events_about(api, "broken")) == 1, events_about(api, "broken")
-        time.sleep(POLL_S)
+    holds_for(QUIET_S, lambda: len(events_about(api, "broken")) == 1, lambda: str(events_about(api, "broken")))
     api.delete("ingresses", "broken")  # a later fail-over would report it again (design 0007: no Event reads)
 
 

@@ -129,6 +129,14 @@ def leader_of(group: list[Replica]) -> Replica:
 
 
 # --- pure helpers -------------------------------------------------------------------------------------------
+def elected_pair(replicas: Callable[[str], Replica]) -> tuple[Sampler, Replica, Replica]:
+    """Replicas a and b started under a never-two-leaders sampler, once one of them leads."""
+    group = [replicas("a").start(), replicas("b").start()]
+    sampler = Sampler(group)
+    leader = leader_of(group)
+    return sampler, leader, next(r for r in group if r is not leader)
+
+
 def test_micro_time_never_lands_on_a_whole_second() -> None:
     whole = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     assert micro_time(whole).isoformat() == "2030-01-02T03:04:05.000001+00:00"
@@ -178,10 +186,7 @@ def test_a_single_replica_acquires_renews_and_releases(api: ApiServer, replicas:
 
 # --- two replicas -------------------------------------------------------------------------------------------
 def test_two_replicas_never_lead_together(api: ApiServer, replicas: Callable[[str], Replica]) -> None:
-    group = [replicas("a").start(), replicas("b").start()]
-    sampler = Sampler(group)
-    leader = leader_of(group)
-    follower = next(r for r in group if r is not leader)
+    sampler, leader, follower = elected_pair(replicas)
     time.sleep(4 * LEASE_S / 3)  # a while of steady state (longer than a lease): the follower must stay a follower
     assert leader.leader and not follower.leader
     assert follower.elector.holder == leader.identity
@@ -191,10 +196,7 @@ def test_two_replicas_never_lead_together(api: ApiServer, replicas: Callable[[st
 
 def test_a_crashed_leader_is_replaced_after_the_lease_duration(
         api: ApiServer, replicas: Callable[[str], Replica]) -> None:
-    group = [replicas("a").start(), replicas("b").start()]
-    sampler = Sampler(group)
-    leader = leader_of(group)
-    follower = next(r for r in group if r is not leader)
+    sampler, leader, follower = elected_pair(replicas)
     acquired = lease_spec(api)["acquireTime"]
     wait_until(lambda: follower.elector.holder == leader.identity, "the follower seeing the leader")
     crashed = leader.halt(release=False)
@@ -211,10 +213,7 @@ def test_a_crashed_leader_is_replaced_after_the_lease_duration(
 
 def test_a_released_lease_is_taken_over_within_a_retry_period(
         api: ApiServer, replicas: Callable[[str], Replica]) -> None:
-    group = [replicas("a").start(), replicas("b").start()]
-    sampler = Sampler(group)
-    leader = leader_of(group)
-    follower = next(r for r in group if r is not leader)
+    sampler, leader, follower = elected_pair(replicas)
     wait_until(lambda: follower.elector.holder == leader.identity, "the follower seeing the leader")
     stopped = leader.halt(release=True)
     took_over = wait_until(lambda: follower.leader, "takeover")
