@@ -34,6 +34,7 @@ from fastingress.table import stats as st
 from fastingress.table.shm import TableReader
 from workers.accesslog import AccessLog
 from workers.http1.headers import set_date
+from workers.malloc import tune_malloc
 from workers.proxy.context import WorkerContext
 from workers.proxy.downstream import DownstreamProtocol
 from workers.stats import WorkerStats
@@ -197,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     settings = msgspec.json.decode(args.settings, type=Settings)
     setup_logging(settings.log_format, settings.log_level)
+    if not tune_malloc():
+        log.info("malloc thresholds left as they are (no glibc mallopt)", extra={"worker": args.worker_id})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(uvloop.run(serve(args, settings)))
 
