@@ -123,18 +123,28 @@ def nginx_conf(tmp: Path, name: str, body: str) -> Path:
     return conf
 
 
-def start_backend(tmp: Path, size: int, ports: int = 1) -> tuple[Server, list[int]]:
-    """nginx answering GET with a cached `size`-byte file and POST (uploads) with `200 ok`."""
+def backend_body(tmp: Path, listen: list[int], unique_heads: bool = False) -> str:
+    """The backend's nginx `http` block body: GET serves the file `tmp`/body, POST answers `200 ok`.
+
+    `unique_heads`: every response head carries its own `X-Response-Id` (nginx's `$request_id`), so no two
+    heads are alike, as for backends whose heads never repeat (the worst case of the proxy's memo of heads).
+    """
+    listens = "".join(f" listen 127.0.0.1:{p};" for p in listen)
+    # the backend must not be the bottleneck: the file is cached open and sent with sendfile
+    return ("  open_file_cache max=16 inactive=1h;\n  open_file_cache_valid 1h;\n  sendfile on;\n"
+            f"  server {{{listens} keepalive_requests 1000000; client_max_body_size 0;\n"
+            f"    location / {{ if ($request_method = POST) {{ return 200 \"ok\\n\"; }}\n"
+            f"      root {tmp}; try_files /body =404; default_type text/plain;"
+            f"{' add_header X-Response-Id $request_id;' if unique_heads else ''} }} }}")
+
+
+def start_backend(tmp: Path, size: int, ports: int = 1, unique_heads: bool = False) -> tuple[Server, list[int]]:
+    """nginx answering GET with a cached `size`-byte file and POST (uploads) with `200 ok` (backend_body)."""
     listen = [free_port() for _ in range(ports)]
     (tmp / "body").write_bytes(b"x" * size)
     os.chmod(tmp, 0o755)  # nginx's workers run as an unprivileged user and must read the body file
     os.chmod(tmp / "body", 0o644)
-    listens = "".join(f" listen 127.0.0.1:{p};" for p in listen)
-    # the backend must not be the bottleneck: the file is cached open and sent with sendfile
-    body = ("  open_file_cache max=16 inactive=1h;\n  open_file_cache_valid 1h;\n  sendfile on;\n"
-            f"  server {{{listens} keepalive_requests 1000000; client_max_body_size 0;\n"
-            f"    location / {{ if ($request_method = POST) {{ return 200 \"ok\\n\"; }}\n"
-            f"      root {tmp}; try_files /body =404; default_type text/plain; }} }}")
+    body = backend_body(tmp, listen, unique_heads)
     return Server("backend", ["nginx", "-c", str(nginx_conf(tmp, "backend", body))], listen[0], LOAD_CPU), listen
 
 

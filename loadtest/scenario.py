@@ -27,6 +27,7 @@ class Scenario:
     name: str
     description: str
     body_bytes: int = 100
+    unique_heads: bool = False  # the backend makes every response head unique (harness.start_backend)
     load: harness.Load = field(default_factory=harness.Load)
     servers: tuple[str, ...] = ("fastingress", "nginx", "haproxy")
     manifests: Callable[[int], str] = configs.simple_manifests  # backend port -> YAML
@@ -60,7 +61,7 @@ class Stage:
 
 
 def stage(scenario: Scenario, tmp: Path, backend_ports: int = 1) -> Stage:
-    backend, ports = harness.start_backend(tmp, scenario.body_bytes, backend_ports)
+    backend, ports = harness.start_backend(tmp, scenario.body_bytes, backend_ports, scenario.unique_heads)
     try:
         manifests = tmp / "manifests"
         manifests.mkdir(exist_ok=True)

@@ -11,11 +11,12 @@ from loadtest.scenarios import (
     r16k,
     scale,
     small,
+    small_unique,
     tls_handshake,
     tls_keepalive,
     upload,
 )
 
 SCENARIOS: dict[str, Scenario] = {m.SCENARIO.name: m.SCENARIO for m in (
-    small, r16k, r1m, upload, close, tls_keepalive, tls_handshake, many_routes, churn, churn_api, scale,
+    small, small_unique, r16k, r1m, upload, close, tls_keepalive, tls_handshake, many_routes, churn, churn_api, scale,
     propagation)}

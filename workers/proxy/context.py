@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from fastingress.settings import Settings
 from fastingress.table.lookup import TableView
+from workers.http1.client_conn import PlainHeads
 from workers.http1.limits import Limits
 from workers.proxy.pool import UpstreamPools
 from workers.stats import WorkerStats
@@ -30,6 +31,7 @@ class WorkerContext:
         self.access_log = access_log
         self.worker_id = worker_id
         self.limits = Limits(body_bytes=settings.limit_body_bytes)
+        self.plain_heads = PlainHeads()  # response heads the fast lane accepted, for every backend (ClientConn)
         self.pools = UpstreamPools(
             keepalive_max=settings.upstream_keepalive_max, keepalive_idle_s=settings.upstream_keepalive_idle_s,
             eject_failures=settings.eject_consecutive_failures, eject_s=settings.eject_duration_s,

@@ -167,7 +167,7 @@ class Exchange:
         ctx = self.ctx
         try:
             _, proto = await ctx.loop.create_connection(
-                lambda: UpstreamProtocol(ep, ctx.pools, ctx.limits), ep[0], ep[1])
+                lambda: UpstreamProtocol(ep, ctx.pools, ctx.limits, ctx.plain_heads), ep[0], ep[1])
         except OSError:
             self._task = None
             if self.state == CONNECTING:

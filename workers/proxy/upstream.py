@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from workers.http1.client_conn import ClientConn
+from workers.http1.client_conn import ClientConn, PlainHeads
 from workers.http1.limits import Limits
 
 if TYPE_CHECKING:
@@ -20,10 +20,11 @@ if TYPE_CHECKING:
 class UpstreamProtocol(asyncio.Protocol):
     __slots__ = ("closed", "conn", "endpoint", "exchange", "idle_since", "pools", "transport", "tunnel")
 
-    def __init__(self, endpoint: Endpoint, pools: UpstreamPools, limits: Limits) -> None:
+    def __init__(self, endpoint: Endpoint, pools: UpstreamPools, limits: Limits, heads: PlainHeads | None = None
+                 ) -> None:
         self.endpoint = endpoint
         self.pools = pools
-        self.conn = ClientConn(limits)
+        self.conn = ClientConn(limits, heads)
         self.exchange: Exchange | None = None
         self.transport: asyncio.Transport | None = None
         self.closed = False

@@ -23,7 +23,15 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
-from workers.http1.client_conn import ClientConn, ResponseHead
+from workers.http1.client_conn import (
+    MEMO_PAUSE,
+    MEMO_WINDOW,
+    PLAIN_HEAD_MAX_BYTES,
+    PLAIN_HEADS_MAX,
+    ClientConn,
+    PlainHeads,
+    ResponseHead,
+)
 from workers.http1.errors import RemoteProtocolError
 from workers.http1.headers import build_client_response, build_upstream_request, response_framing
 from workers.http1.limits import MAX_HEADER_COUNT, Limits
@@ -932,3 +940,83 @@ def test_llhttp_accepts_any_target_of_target_chars(tail: bytes) -> None:
     parser = httptools.HttpRequestParser(Sink())
     parser.feed_data(b"GET /" + tail + b" HTTP/1.1\r\nHost: a\r\n\r\n")
     assert done == [1] and parser.get_http_version() == "1.1"
+
+
+# --- 4. the worker's memo of plain response heads (ClientConn `heads`) -------------------------------------
+
+def test_a_repeated_response_head_is_remembered_for_every_backend_connection() -> None:
+    heads = PlainHeads()
+    data = resp(b"Date: Fri, 27 Nov 2026 09:00:00 GMT", b"Content-Length: 5", b"Connection: keep-alive",
+                body=b"hello")
+    expected = ((200, len(data) - 9, 5), data, True, True)
+    assert fast_response([data], True, ClientConn(Limits(), heads)) == expected
+    assert heads.known == {data[:-5]: (200, 5)} and heads.misses == 1
+    assert fast_response([data[:-2], data[-2:]], True, ClientConn(Limits(), heads)) == expected
+    assert fast_response([data + b"junk"], True, ClientConn(Limits(), heads)) == (expected[0], data, True, False)
+
+
+def test_remembered_heads_leave_the_plain_parser_at_a_message_boundary() -> None:
+    """A remembered head and its body reach no parser; a new head and its body reach the plain parser. After
+    any mix of both, llhttp still judges the next head from its first byte."""
+    heads = PlainHeads()
+    known = resp(b"Content-Length: 5", body=b"hello")
+    assert ClientConn(Limits(), heads).feed_simple(known) is not None
+    conn = ClientConn(Limits(), heads)
+    for data in (resp(b"Content-Length: 3", b"X: 1", body=b"abc"), known, resp(b"Content-Length: 2", body=b"ok")):
+        reads = [data[:-1], data[-1:]]
+        fresh = fast_response(reads, True, ClientConn(Limits()))
+        assert fresh is not None and fresh[1:] == (data, True, True)
+        assert fast_response(reads, True, conn) == fresh
+    assert len(heads.known) == 3
+    # llhttp refuses this head; a parser left inside a body would have taken it as body bytes
+    assert conn.feed_simple(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX A: 1\r\n\r\nx") is None
+
+
+def test_the_memo_of_heads_is_bounded() -> None:
+    heads = PlainHeads()
+    conn = ClientConn(Limits(), heads)
+    for i in range(PLAIN_HEADS_MAX + 10):
+        assert conn.feed_simple(resp(b"X-N: %d" % i, b"Content-Length: 0")) is not None
+        assert len(heads.known) <= PLAIN_HEADS_MAX
+    before = len(heads.known)
+    long_head = resp(b"X-Long: " + b"v" * PLAIN_HEAD_MAX_BYTES, b"Content-Length: 0")
+    assert conn.feed_simple(long_head) is not None and conn.reusable
+    assert len(heads.known) == before  # checked every time, never remembered
+
+
+@HYPO_SMALL
+@given(st.lists(st.sampled_from([None, None, "chunked", "bad Content-Length", "Connection not keep-alive"])
+                .flatmap(response_cases), min_size=1, max_size=3),
+       st.lists(st.integers(0, 2), min_size=1, max_size=8))
+def test_the_memo_never_changes_an_answer(pool: list[list[bytes]], order: list[int]) -> None:
+    """Responses repeated on one backend connection with a shared memo: each answered as on a fresh connection
+    with an empty memo."""
+    heads = PlainHeads()
+    conn = ClientConn(Limits(), heads)
+    for i in order:
+        reads = pool[i % len(pool)]
+        expected = fast_response(reads, True, ClientConn(Limits()))
+        assert fast_response(reads, True, conn) == expected
+        if expected is not None and not (expected[2] and expected[3]):
+            return  # surplus bytes or a short body: the proxy never reuses this connection
+        if expected is not None:
+            event("remembered" if reads[0][:reads[0].find(b"\r\n\r\n") + 4] in heads.known else "new")
+
+
+def test_the_memo_pauses_when_heads_do_not_repeat_and_tries_again() -> None:
+    heads = PlainHeads()
+    conn = ClientConn(Limits(), heads)
+    repeated = resp(b"Content-Length: 0")
+    for i in range(MEMO_WINDOW - 1):  # one head in three repeats: worth remembering
+        data = repeated if i % 3 == 0 else resp(b"X-Id: %d" % i, b"Content-Length: 0")
+        assert conn.feed_simple(data) is not None
+    assert conn.feed_simple(resp(b"X-Id: last", b"Content-Length: 0")) is not None
+    assert heads.paused == 0 and heads.hits == heads.misses == 0  # the window was judged: kept on
+    for i in range(MEMO_WINDOW):  # every head unique: each lookup is a miss
+        assert conn.feed_simple(resp(b"X-Id: u%d" % i, b"Content-Length: 0")) is not None
+    assert heads.paused == MEMO_PAUSE and not heads.known
+    for _ in range(MEMO_PAUSE):  # paused: checked in full, not remembered, not looked up
+        assert conn.feed_simple(repeated) == (200, len(repeated) - 4, 0)
+    assert heads.paused == 0 and not heads.known and heads.hits == 0
+    assert conn.feed_simple(repeated) is not None and conn.feed_simple(repeated) is not None
+    assert heads.hits == 1 and repeated in heads.known  # remembering again
