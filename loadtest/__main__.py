@@ -32,8 +32,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", default="all", help=f"comma-separated, of: {', '.join(SCENARIOS)} (or all)")
     parser.add_argument("--quick", action="store_true", help="one 2 s round per server and scenario: a smoke test")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    # many short rounds, interleaved: a slow spell of this shared VM (seconds to minutes) then covers a few
+    # rounds of every server alike instead of all rounds of one (docs/performance.md, "Reproducibility")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds per server, interleaved (default 15)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="seconds per round after a 1 s warm-up (default 1)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for fastingress and the aiohttp baseline")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON, Markdown and plots")
     return parser.parse_args(argv)
