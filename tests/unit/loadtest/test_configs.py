@@ -20,7 +20,7 @@ import pytest
 from fastingress.settings import Settings
 from fastingress.supervisor.offline import build_from_manifests
 from fastingress.table.lookup import NO_ROUTE
-from loadtest import configs
+from loadtest import configs, harness
 from loadtest.configs import Route
 
 PORT = 18080
@@ -282,3 +282,17 @@ def test_haproxy_accepts_the_config(tmp_path: Path, case: str, many: tuple[list[
     result = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout + result.stderr
+
+
+# --- the shared backend -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_the_backend_stamps_a_unique_id_on_every_head_only_when_asked(tmp_path: Path, unique: bool) -> None:
+    body = harness.backend_body(tmp_path, [8001, 8002], unique_heads=unique)
+    assert ("add_header X-Response-Id $request_id;" in body) is unique  # small-unique: no head repeats
+    assert "listen 127.0.0.1:8001; listen 127.0.0.1:8002;" in body
+    if shutil.which("nginx") is not None:
+        conf = _nginx_main(tmp_path, body)
+        result = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c",
+                                 str(conf)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
