@@ -18,7 +18,6 @@ Must not: change anything on a C library without `mallopt` (musl): the worker th
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_TRIM_THRESHOLD = -1  # glibc malloc.h
 M_MMAP_THRESHOLD = -3
@@ -28,11 +27,8 @@ TRIM_THRESHOLD_BYTES = 8 << 20  # free heap kept before giving it back: no brk c
 
 def tune_malloc() -> bool:
     """Fix the mmap and trim thresholds of this process's glibc malloc; False where there is no `mallopt`."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
+    try:  # the process's own symbols include its C library's: no library search (find_library runs ldconfig)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)

@@ -138,6 +138,14 @@ def served_by_all(replicas: Replicas, host: str, backend: str, what: str) -> Non
     wait_served(f"{what}, on every replica", everywhere)
 
 
+def expose_served_with_status(api: ApiServer, backends: Backends, replicas: Replicas, name: str, leader: Replica,
+                              what: str = "a new Ingress") -> None:
+    """Expose `name` at `name.test`; wait until every replica serves it and its status names `leader`."""
+    expose(api, name, f"{name}.test", backends(name))
+    served_by_all(replicas, f"{name}.test", name, what)
+    timed_wait(lambda: lb_ips(api, name) == [leader.address], f"status of {name} = {leader.name}'s address")
+
+
 @pytest.fixture(scope="module")
 def replicas(api: ApiServer, proxy_factory: ProxyFactory) -> Replicas:
     api.create(k.ingress_class())
@@ -148,14 +156,10 @@ def test_one_leader_writes_status_and_the_other_never_flips_it(api: ApiServer, b
                                                                replicas: Replicas) -> None:
     replicas.ensure(2)
     leader, follower = replicas.pair()
-    expose(api, "st", "st.test", backends("st"))
-    served_by_all(replicas, "st.test", "st", "a new Ingress")
-    timed_wait(lambda: lb_ips(api, "st") == [leader.address], f"status of st = {leader.name}'s address")
+    expose_served_with_status(api, backends, replicas, "st", leader)
 
     # more publishes on both replicas: each one's status writer wakes; only the leader may write
-    expose(api, "st-more", "st-more.test", backends("st-more"))
-    served_by_all(replicas, "st-more.test", "st-more", "another Ingress")
-    timed_wait(lambda: lb_ips(api, "st-more") == [leader.address], f"status of st-more = {leader.name}'s address")
+    expose_served_with_status(api, backends, replicas, "st-more", leader, "another Ingress")
     holds_for(QUIET_S, lambda: lb_ips(api, "st") == lb_ips(api, "st-more") == [leader.address],
               lambda: f"status flipped away from the leader {leader.name}: {lb_ips(api, 'st')}, "
                       f"{lb_ips(api, 'st-more')}")
@@ -190,9 +194,7 @@ def test_sigkill_of_the_leader_fails_over_within_the_lease_duration(api: ApiServ
                                                                      replicas: Replicas) -> None:
     replicas.ensure(2)
     leader, follower = replicas.pair()
-    expose(api, "ko", "ko.test", backends("ko"))
-    served_by_all(replicas, "ko.test", "ko", "a new Ingress")
-    timed_wait(lambda: lb_ips(api, "ko") == [leader.address], f"status of ko = {leader.name}'s address")
+    expose_served_with_status(api, backends, replicas, "ko", leader)
 
     killed = time.monotonic()
     replicas.factory.kill(leader.proxy)
@@ -209,9 +211,7 @@ def test_sigkill_of_the_leader_fails_over_within_the_lease_duration(api: ApiServ
 def test_sigterm_of_the_leader_releases_the_lease(api: ApiServer, backends: Backends, replicas: Replicas) -> None:
     replicas.ensure(2)
     leader, follower = replicas.pair()
-    expose(api, "bye", "bye.test", backends("bye"))
-    served_by_all(replicas, "bye.test", "bye", "a new Ingress")
-    timed_wait(lambda: lb_ips(api, "bye") == [leader.address], f"status of bye = {leader.name}'s address")
+    expose_served_with_status(api, backends, replicas, "bye", leader)
 
     leader.proxy.proc.terminate()  # graceful: drain, then release the Lease on the way out
     took = timed_wait(lambda: replicas.holder() == follower.name, f"{follower.name} takes the released Lease",
