@@ -178,17 +178,22 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def shutdown(servers: list[asyncio.AbstractServer], ctx: WorkerContext, settings: Settings) -> None:
-    """Stop accepting; let busy connections finish their response up to the drain timeout; abort the rest."""
+    """Stop accepting; let busy connections finish their response, new ones send their request, and TLS
+    handshakes under way complete, up to the drain timeout; abort the rest."""
     for server in servers:
         server.close()
-    for conn in list(ctx.connections):
-        conn.drain()
+    # uvloop calls connection_made one loop iteration after the accept: a connection accepted just
+    # before the close is not in ctx.connections yet, and the worker must not exit without it
+    await asyncio.sleep(0)
     deadline = ctx.loop.time() + settings.drain_timeout_s
-    while ctx.connections and ctx.loop.time() < deadline:
-        await asyncio.sleep(0.05)
-        ctx.now = ctx.loop.time()
+    while True:
+        ctx.now = now = ctx.loop.time()
         for conn in list(ctx.connections):
-            conn.on_tick(ctx.now)
+            conn.drain()  # every round: a connection whose TLS handshake completed since joins the drain
+            conn.on_tick(now)
+        if not (ctx.connections or ctx.handshakes) or now >= deadline:
+            break
+        await asyncio.sleep(0.05)
     for conn in list(ctx.connections):
         conn.abort()
     ctx.pools.close_all()

@@ -230,6 +230,7 @@ class WorkerTLS:
         on_done = self.on_handshake
 
         def factory() -> asyncio.BaseProtocol:
+            ctx.handshakes += 1
             app = make_app()
             waiter = loop.create_future()
             waiter.add_done_callback(functools.partial(on_done, app))
@@ -241,6 +242,7 @@ class WorkerTLS:
     def on_handshake(self, app: asyncio.Protocol, waiter: asyncio.Future[None]) -> None:
         """Count the outcome. uvloop calls `app.connection_made` before it completes the waiter, and
         completes it without an exception also when the connection was closed by us mid-handshake."""
+        self.ctx.handshakes -= 1
         stats = self.ctx.stats
         if waiter.cancelled():
             stats.add(FAIL_OTHER)

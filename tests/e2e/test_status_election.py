@@ -217,7 +217,8 @@ def test_sigterm_of_the_leader_releases_the_lease(api: ApiServer, backends: Back
     took = timed_wait(lambda: replicas.holder() == follower.name, f"{follower.name} takes the released Lease",
                       RELEASED_TAKEOVER_S)
     record_latency(f"SIGTERM of {leader.name}: {follower.name} holds the Lease", took)
-    assert replicas.factory.stop(leader.proxy) == 0
+    assert leader.proxy.proc.wait(10) == 0  # its own exit: stop() now would signal a process tearing down
+    replicas.factory.stop(leader.proxy)
     replicas.remove(leader)
     timed_wait(lambda: lb_ips(api, "bye") == [follower.address], f"status of bye rewritten to {follower.name}'s")
     assert replicas.leader() is follower

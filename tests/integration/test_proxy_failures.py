@@ -287,6 +287,51 @@ def test_sigterm_drains_in_flight_request(tmp_path: Path, proxy_factory: Callabl
         rec.close()
 
 
+def _refuses(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_sigterm_answers_connections_accepted_before_it(tmp_path: Path,
+                                                        proxy_factory: Callable[..., ServedProxy]) -> None:
+    """A client that connected just before the drain has its request on the way: it is answered (with
+    Connection: close), over HTTP and over a TLS handshake not yet begun; a silent one is closed soon."""
+    from tests.integration.test_tls import client_context
+    rec = RecordingBackend("early")
+    try:
+        write_manifests(tmp_path / "m.yaml", [service("early", rec.port),
+                                              ingress("e", [("early.test", [("/", "Prefix", "early")])])])
+        proxy = proxy_factory(tmp_path, workers=1)
+        plain = RawClient(proxy.http_port)
+        silent = RawClient(proxy.http_port)
+        tls_raw = socket.create_connection(("127.0.0.1", proxy.ports["https"]), timeout=10)
+        # the two plain ones (a TLS connection counts once its handshake is done)
+        wait_until(lambda: metric_values(proxy, "fastingress_connections_open") == [2.0],
+                   what="the connections accepted")
+        started = time.monotonic()
+        proxy.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: _refuses(proxy.http_port), timeout_s=5, what="the listener closed")
+        plain.send(b"GET /plain HTTP/1.1\r\nHost: early.test\r\n\r\n")
+        got = plain.read()
+        assert got.status == 200 and got.header(b"connection") == b"close"
+        assert silent.wait_closed(timeout_s=5) == b""
+        # the last one: no connection is left, but the worker waits for the handshake it accepted
+        time.sleep(0.5)
+        with client_context().wrap_socket(tls_raw, server_hostname="early.test") as tls:
+            tls.sendall(b"GET /tls HTTP/1.1\r\nHost: early.test\r\n\r\n")
+            answer = tls.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
+        assert proxy.proc.wait(10) == 0
+        assert time.monotonic() - started < 8  # the silent connection did not hold the drain for its timeout
+        assert [r.target for r in rec.requests] == [b"/plain", b"/tls"]
+        plain.close()
+    finally:
+        rec.close()
+
+
 # --- connection limits and slow bodies -----------------------------------------------------------
 def test_per_address_connection_limit(tmp_path: Path, proxy_factory: Any) -> None:
     backend_ = RecordingBackend("lim")

@@ -39,6 +39,7 @@ class WorkerContext:
         self.now = loop.time()  # coarse clock, refreshed by the tick and on each accept
         self.connections: set[DownstreamProtocol] = set()
         self.draining = False
+        self.handshakes = 0  # TLS handshakes under way: not connections yet, but a drain waits for them
         self._trusted = [ipaddress.ip_network(p.strip(), strict=False)
                          for p in settings.trusted_proxies.split(",") if p.strip()]
         self._trusted_cache: dict[str, bool] = {}

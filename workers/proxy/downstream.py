@@ -30,6 +30,9 @@ PAUSE_UPSTREAM_FULL = 1
 PAUSE_PENDING_BODY = 2
 PAUSE_PIPELINE = 4
 BODY_RATE_GRACE_S = 10.0  # the minimum body rate applies after this long: slow starts are normal
+# A connection accepted just before a drain has its request on the way (or in our receive buffer, not read
+# yet): closing it would fail that request, so it gets this long to arrive and is answered with close.
+DRAIN_REQUEST_GRACE_S = 1.0
 MAX_PIPELINED_EVENTS = 64  # ~16 pipelined requests with a head, body and end each; then stop reading
 _ERROR_TEXT = {
     400: b"400 Bad Request\n", 405: b"405 Method Not Allowed\n", 408: b"408 Request Timeout\n",
@@ -255,11 +258,15 @@ class DownstreamProtocol(asyncio.Protocol):
             self.drain()  # old enough: closes when idle, or after the response in flight
 
     def drain(self) -> None:
-        """Graceful shutdown: idle connections close now; busy ones close after their response."""
-        if self.exchange is None and (self.idle or (self.requests == 0 and self.conn.state is ConnState.IDLE)):
+        """Graceful shutdown: a keep-alive connection between requests closes now; a busy one after its
+        response. A new connection, or one mid-head, may still complete its request within
+        DRAIN_REQUEST_GRACE_S (then the head timeout closes it); the response carries Connection: close."""
+        if self.exchange is not None:
+            self.closing = True
+        elif self.idle:
             self.close()
         else:
-            self.closing = True
+            self.deadline = min(self.deadline, self.ctx.now + DRAIN_REQUEST_GRACE_S)
 
     # --- helpers for the exchange ---
     def write(self, data: bytes) -> None:

@@ -39,6 +39,7 @@ class FakeCtx:
         self.stats = WorkerStats(None, 0)
         self.settings = Settings(tls_handshake_timeout_s=1.0)
         self.loop: Any = None
+        self.handshakes = 0
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +193,7 @@ def test_handshake_outcomes_are_counted(tmp_path: Path) -> None:
                 fut.set_exception(exc)
             tls.on_handshake(app, fut)
 
+        ctx.handshakes = 5  # as counted by the protocol factory: the drain waits for these
         ok = App()
         ok.transport = object()  # connection_made ran: the handshake completed
         done(ok, None)
@@ -202,6 +204,7 @@ def test_handshake_outcomes_are_counted(tmp_path: Path) -> None:
         c = ctx.stats.counters
         assert c[st.TLS_HANDSHAKES] == 1
         assert [c[st.TLS_FAIL_BASE + i] for i in range(4)] == [1, 1, 1, 1]
+        assert ctx.handshakes == 0  # every outcome ends one
     finally:
         loop.close()
         keys.close()
