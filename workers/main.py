@@ -1,10 +1,12 @@
-"""Worker process entry: bind with SO_REUSEPORT, map the table, serve on uvloop, tick, drain, exit.
+"""Worker process entry: map the table, serve the inherited listeners on uvloop, tick, drain, exit.
 
 Started by the supervisor as a fresh interpreter (`python -m workers.main --control ... --slot ...
---stats ... --worker-id ... --settings JSON`). Signals: SIGTERM drains (stop accepting, finish
-in-flight requests up to drain_timeout_s), SIGQUIT exits now, SIGINT is ignored (the supervisor
-decides). The worker exits by itself when its parent changes. This module and fastingress/cli.py
-are the only places that exit the process.
+--stats ... --worker-id ... --settings JSON --listen-fds HTTP[,HTTPS]`). The listening sockets are
+the supervisor's, bound with SO_REUSEPORT and inherited (fastingress/supervisor/listeners.py says
+why); the worker's `listen()` puts them in service, and a drain closes only its own copies.
+Signals: SIGTERM drains (stop accepting, finish in-flight requests up to drain_timeout_s), SIGQUIT
+exits now, SIGINT is ignored (the supervisor decides). The worker exits by itself when its parent
+changes. This module and fastingress/cli.py are the only places that exit the process.
 
 Ticks (no timer per request): every FAST_TICK_S the table generation word is checked and the
 heartbeat written; every SLOW_TICK_S the connection deadlines are swept, idle upstream connections
@@ -55,17 +57,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--worker-id", type=int, required=True)
     p.add_argument("--settings", required=True, help="Settings as JSON")
     p.add_argument("--keys", default="", help="the supervisor's private certificate directory; empty: no HTTPS")
+    p.add_argument("--listen-fds", required=True,
+                   help="inherited bound sockets: HTTP, then HTTPS (needed with --keys)")
     return p.parse_args(argv)
 
 
-def bind_reuseport(address: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((address, port))
-    sock.setblocking(False)
-    return sock
+def inherited_sockets(fds: str) -> list[socket.socket]:
+    """The listening sockets passed by the supervisor, non-blocking; OSError when one is not a socket."""
+    socks = []
+    for fd in fds.split(","):
+        sock = socket.socket(fileno=int(fd))
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
 
 
 class Worker:
@@ -135,22 +139,24 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     ctx = WorkerContext(settings, loop, None, stats, access, args.worker_id)
     watch = TableWatch(reader, ctx)
     try:
-        sock = bind_reuseport(settings.bind_address, settings.http_port)
-    except OSError as exc:
-        log.error("cannot bind %s:%d: %s", settings.bind_address, settings.http_port, exc,
-                  extra={"worker": args.worker_id})
+        socks = inherited_sockets(args.listen_fds)
+    except (OSError, ValueError) as exc:
+        log.error("cannot use the listening sockets %s: %s", args.listen_fds, exc, extra={"worker": args.worker_id})
         return ExitCode.BOOT_FAILED
+    sock = socks[0]
     tls_sock: socket.socket | None = None
     tls: WorkerTLS | None = None
     if args.keys:
         try:
+            if len(socks) < 2:
+                raise OSError("no HTTPS listener among --listen-fds")
             tls = WorkerTLS(ctx, args.keys)
-            tls_sock = bind_reuseport(settings.bind_address, settings.https_port)
+            tls_sock = socks[1]
         except (OSError, ssl.SSLError) as exc:
             log.error("cannot serve HTTPS on %s:%d: %s", settings.bind_address, settings.https_port, exc,
                       extra={"worker": args.worker_id})
             return ExitCode.BOOT_FAILED
-    watch.poll()  # the first ack says "ready": only after the port is bound, so a rolling restart never loses capacity
+    mapped = watch.poll(ack=False)  # the table before the first connection
     servers: list[asyncio.AbstractServer] = []
     try:
         servers.append(await loop.create_server(lambda: DownstreamProtocol(ctx), sock=sock, backlog=LISTEN_BACKLOG))
@@ -160,6 +166,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", settings.bind_address, exc, extra={"worker": args.worker_id})
         return ExitCode.BOOT_FAILED
+    if mapped:
+        reader.ack()  # the first ack says "ready" (/readyz, a rolling restart's next step): we listen now
     set_date(email.utils.formatdate(usegmt=True).encode())
     worker = Worker(args, settings, ctx, watch)
     loop.add_signal_handler(signal.SIGTERM, worker.drain)

@@ -24,8 +24,9 @@ class TableWatch:
         self.ctx = ctx
         self.failed_word = -1
 
-    def poll(self) -> bool:
-        """Swap to a newer generation if there is one; True when the view changed."""
+    def poll(self, ack: bool = True) -> bool:
+        """Swap to a newer generation if there is one; True when the view changed. `ack` False leaves
+        the acknowledgement (which the supervisor reads as "serving it") to the caller."""
         reader = self.reader
         try:
             view = reader.poll()
@@ -40,7 +41,8 @@ class TableWatch:
         if view is None:
             return False
         self.ctx.view = view  # the O(1) swap: requests already running keep the view they read
-        reader.ack()
+        if ack:
+            reader.ack()
         counters = self.ctx.stats.counters
         counters[st.TABLE_ROUTES_GEN], counters[st.TABLE_ENDPOINTS_GEN] = view.generation
         return True

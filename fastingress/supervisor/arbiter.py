@@ -8,9 +8,16 @@ Theory of operation (style.md section 12; gunicorn's `arbiter.py` as a reconcile
   spawns or retires workers until the actual count matches. Nothing here blocks or sleeps.
 - *Spawning.* Each worker is a fresh interpreter (`subprocess.Popen`, never a fork after threads
   exist) running `settings.worker_module` with its control-block slot, the stats file, a worker id,
-  the settings as JSON (ports already resolved) and the key store's directory (`--keys DIR`). A
-  worker takes the lowest slot none of ours holds; the slot is cleared when the worker is reaped,
-  and its stats counters are folded into `retired` so that the metrics' counters never go backwards.
+  the settings as JSON (ports already resolved), the key store's directory (`--keys DIR`) and the
+  inherited descriptors of its listening sockets (`--listen-fds HTTP[,HTTPS]`). A worker takes the
+  lowest slot none of ours holds; the slot is cleared when the worker is reaped, and its stats
+  counters are folded into `retired` so that the metrics' counters never go backwards.
+- *Listeners.* `wanted` holds one listener index per target worker; each running worker serves one
+  index (`listeners.py` says why the supervisor owns the sockets). A rolling restart's new worker
+  shares the index of the old one it replaces; a crashed or stuck worker's replacement takes its
+  index (its queue waited); scaling up adds the lowest free index, scaling down drops the index of
+  a worker without one or of the oldest; a socket whose index is no longer wanted is closed at once
+  (the retiring worker's copy goes with its drain), and all of them when stopping.
 - *Ready.* A worker is ready once its slot carries its pid and a non-zero acknowledged generation:
   it has mapped the table and its listener serves. Until then it is "booting".
 - *Exits.* The reaper (`os.waitpid(pid, WNOHANG)` per worker) explains every exit: exit code name or
@@ -50,6 +57,7 @@ import numpy as np
 
 from fastingress.errors import ExitCode
 from fastingress.settings import Settings
+from fastingress.supervisor.listeners import Listeners
 from fastingress.supervisor.metrics import Row, counters_only
 from fastingress.table.shm import TableWriter, unpack_word
 from fastingress.table.stats import ROW_WORDS, StatsBlock
@@ -73,6 +81,7 @@ class _Worker:
 
     worker_id: int
     slot: int
+    listener: int  # index of the listening sockets it serves (Listeners)
     proc: subprocess.Popen[bytes]
     started: float
     ready: bool = False
@@ -134,6 +143,9 @@ class Arbiter:
         self._settings_json = msgspec.json.encode(settings).decode()
         self._workers: dict[int, _Worker] = {}  # by pid
         self._target = settings.workers or os.cpu_count() or 1
+        self._wanted: set[int] = set(range(self._target))  # listener indices, one per target worker
+        self._listeners = Listeners(settings.bind_address, settings.http_port,
+                                    settings.https_port if keys_dir else None)
         self._started = False
         self._next_id = 1
         self._restarts = 0
@@ -176,6 +188,7 @@ class Arbiter:
             self._signal(w, signal.SIGKILL)
             w.proc.wait()
             self._forget(w)
+        self._listeners.close()
 
     # --- signals ------------------------------------------------------------------------------------
 
@@ -206,11 +219,19 @@ class Arbiter:
         log.info("rolling restart of %d workers", len(old), extra={"reason": "SIGHUP", "count": len(old)})
 
     def handle_ttin(self, now: float) -> None:
-        self._target += 1
+        self._wanted.add(min(set(range(len(self._wanted) + 1)) - self._wanted))
+        self._target = len(self._wanted)
         log.info("workers: target raised to %d", self._target, extra={"reason": "SIGTTIN", "count": self._target})
 
     def handle_ttou(self, now: float) -> None:
-        self._target = max(1, self._target - 1)
+        if len(self._wanted) > 1:
+            active = sorted((w for w in self._workers.values() if not w.retiring), key=lambda w: w.started)
+            served = {w.listener for w in active}
+            unserved = sorted(self._wanted - served)  # a crashed worker's, not replaced yet: no drain needed
+            oldest = [w.listener for w in active if w.listener in self._wanted]
+            self._wanted.discard(unserved[0] if unserved else oldest[0])
+            self._listeners.retain(self._wanted)
+        self._target = len(self._wanted)
         log.info("workers: target lowered to %d", self._target, extra={"reason": "SIGTTOU", "count": self._target})
 
     def handle_chld(self, now: float) -> None:
@@ -218,7 +239,12 @@ class Arbiter:
 
     # --- spawning and reaping -----------------------------------------------------------------------
 
-    def _spawn(self, now: float) -> _Worker | None:
+    def _spawn(self, now: float, listener: int) -> _Worker | None:
+        try:
+            fds = self._listeners.fds(listener)
+        except OSError as exc:
+            self.halt(now, f"{exc.strerror}; check the listen address and ports (restarting will not help)")
+            return None
         used = {w.slot for w in self._workers.values()}
         slot = next((i for i in range(len(self._stats.rows)) if i not in used), None)
         if slot is None:
@@ -229,16 +255,18 @@ class Arbiter:
         self._stats.clear_row(slot)
         cmd = [sys.executable, "-m", self._settings.worker_module, "--control", self._writer.control_path,
                "--slot", str(slot), "--stats", self._stats.path, "--worker-id", str(worker_id),
-               "--settings", self._settings_json, *(["--keys", self._keys_dir] if self._keys_dir else [])]
+               "--settings", self._settings_json, *(["--keys", self._keys_dir] if self._keys_dir else []),
+               "--listen-fds", ",".join(map(str, fds))]
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, close_fds=True)
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, close_fds=True, pass_fds=fds)
         except OSError as exc:
             log.error("cannot start worker %d: %s", worker_id, exc, extra={"worker": worker_id})
             self._schedule_replacement(now, lived_s=0.0)
             return None
-        w = _Worker(worker_id, slot, proc, now)
+        w = _Worker(worker_id, slot, listener, proc, now)
         self._workers[proc.pid] = w
-        log.info("worker %d started (pid %d, slot %d)", worker_id, proc.pid, slot, extra={"worker": worker_id})
+        log.info("worker %d started (pid %d, slot %d, listener %d)", worker_id, proc.pid, slot, listener,
+                 extra={"worker": worker_id})
         return w
 
     def _reap(self, now: float) -> None:
@@ -340,7 +368,7 @@ class Arbiter:
         if new is None or new.retiring:
             self._roll_new = None
             if self._rolling and now >= self._next_spawn:
-                spawned = self._spawn(now)
+                spawned = self._spawn(now, self._workers[self._rolling[0]].listener)  # shares its sockets
                 self._roll_new = spawned.pid if spawned else None
             return
         if not (new.ready and new.heartbeat_ns and unpack_word(new.acked)[0] == self._writer.routes_gen):
@@ -356,12 +384,16 @@ class Arbiter:
     def _scale(self, now: float) -> None:
         if self._rolling:
             return
-        active = sorted((w for w in self._workers.values() if not w.retiring), key=lambda w: w.started)
-        for w in active[: max(0, len(active) - self._target)]:  # too many: the oldest go first
-            self._retire(w, now, self._settings.drain_timeout_s + DRAIN_EXTRA_S, f"scaling down to {self._target}")
-        if len(active) < self._target and now >= self._next_spawn:
-            for _ in range(self._target - len(active)):
-                self._spawn(now)
+        serving: dict[int, list[_Worker]] = {}
+        for w in sorted((w for w in self._workers.values() if not w.retiring), key=lambda w: w.started):
+            serving.setdefault(w.listener, []).append(w)
+        for index, ws in serving.items():  # one worker per wanted index: the newest stays
+            for w in ws if index not in self._wanted else ws[:-1]:
+                self._retire(w, now, self._settings.drain_timeout_s + DRAIN_EXTRA_S, f"scaling down to {self._target}")
+        if now >= self._next_spawn:
+            for index in sorted(self._wanted - serving.keys()):
+                if self._spawn(now, index) is None:
+                    return
 
     def _retire(self, w: _Worker, now: float, grace_s: float, why: str) -> None:
         """SIGTERM (drain) with a SIGKILL deadline; its exit is expected."""
@@ -377,6 +409,7 @@ class Arbiter:
         self._stop_deadline = deadline if self._stop_deadline is None else min(deadline, self._stop_deadline)
         self._stop_code = code
         self._rolling, self._roll_new = [], None
+        self._listeners.close()  # each socket closes with the last worker's copy, at its drain
         for w in self._workers.values():
             w.retiring = True
             w.kill_at = None  # the stop deadline governs now

@@ -4,9 +4,10 @@ Theory of operation (style.md sections 10 and 12):
 
 1. *Ports.* A port of 0 is resolved first: a socket with SO_REUSEADDR|SO_REUSEPORT is bound to port
    0 and kept open, never listening, for the supervisor's lifetime. The port stays reserved (no one
-   else can take it) while the workers bind it too with SO_REUSEPORT; a socket that does not listen
-   is never handed a connection. The resolved ports go into the Settings every worker receives, and
-   one `fastingress: http on ADDR:PORT, admin on ADDR:PORT` line on stdout tells scripts and tests.
+   else can take it) while the arbiter's listening sockets (`listeners.py`) bind it too with
+   SO_REUSEPORT; a socket that does not listen is never handed a connection. The resolved ports go
+   into the Settings every worker receives, and one `fastingress: http on ADDR:PORT, admin on
+   ADDR:PORT` line on stdout tells scripts and tests.
 2. *Shared memory.* One `TableWriter` (control block + table segments) and one `StatsBlock` (a row
    per control-block slot, at `<prefix>-stats`), both removed on the way out. One `KeyStore`: the
    private directory of certificate files (with the self-signed fallback generated before any worker
@@ -56,6 +57,7 @@ from fastingress.supervisor.admin import AdminServer, AdminView
 from fastingress.supervisor.arbiter import Arbiter
 from fastingress.supervisor.cluster import ClusterDuties
 from fastingress.supervisor.keystore import KeyStore, default_parent
+from fastingress.supervisor.listeners import bind_reuseport
 from fastingress.supervisor.metrics import KubeStats
 from fastingress.supervisor.reconcile import Reconciler
 from fastingress.table.shm import TableWriter
@@ -75,10 +77,7 @@ def reserve_port(address: str, port: int) -> tuple[socket.socket | None, int]:
     """(reserving socket, port): port 0 becomes a free port held by a bound, non-listening socket."""
     if port != 0:
         return None, port
-    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((address, 0))
+    sock = bind_reuseport(address, 0)
     return sock, int(sock.getsockname()[1])
 
 

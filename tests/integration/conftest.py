@@ -88,6 +88,18 @@ def worker_pids(proxy: ServedProxy) -> list[int]:
     return pids
 
 
+def listening_inodes(port: int) -> set[int]:
+    """Inodes of the TCP sockets in LISTEN state on `port` (any address), from /proc/net/tcp{,6}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(int(fields[9]))
+    return found
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -1,7 +1,7 @@
 """FAKE worker for the supervisor's integration tests: the worker contract, and no proxying at all.
 
-Honours exactly what `fastingress.supervisor.arbiter` expects of `workers.main`: the same argv; bind
-an SO_REUSEPORT listener on (bind_address, http_port), exit BOOT_FAILED when that fails; register in
+Honours exactly what `fastingress.supervisor.arbiter` expects of `workers.main`: the same argv; listen
+on the inherited HTTP socket (`--listen-fds`), exit BOOT_FAILED when that fails; register in
 its control-block slot, map and acknowledge each generation; a heartbeat every 50 ms and a stats
 row every second; SIGTERM = clean exit 0 (nothing in flight to drain), SIGQUIT = exit now, SIGINT
 ignored; exit when the parent changes. With `--keys DIR`, it checks before each acknowledgement that
@@ -39,8 +39,9 @@ def main() -> int:
     p.add_argument("--slot", type=int, required=True)
     p.add_argument("--worker-id", type=int, required=True)
     p.add_argument("--keys", default="")
+    p.add_argument("--listen-fds", required=True)
     args = p.parse_args()
-    settings = msgspec.json.decode(args.settings, type=Settings)
+    msgspec.json.decode(args.settings, type=Settings)  # the contract: valid Settings JSON
     stopping: list[int] = []
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -54,10 +55,8 @@ def main() -> int:
     except TableError:
         return ExitCode.TABLE_INCOMPATIBLE
     reader.heartbeat()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind((settings.bind_address, settings.http_port))
+        sock = socket.socket(fileno=int(args.listen_fds.split(",")[0]))
         sock.listen(16)
     except OSError as exc:
         print(f"fake worker {args.worker_id}: cannot listen: {exc}", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     RawClient,
     get,
     ingress,
+    listening_inodes,
     metric_values,
     service,
     start_proxy,
@@ -377,6 +378,7 @@ def test_rolling_restart_under_load_fails_nothing(tmp_path: Path, proxy_factory:
                                               ingress("hup", [("hup.test", [("/", "Prefix", "hup")])])])
         proxy = proxy_factory(tmp_path, workers=2)
         before = set(worker_pids(proxy))
+        sockets = listening_inodes(proxy.http_port)
         with Load(proxy.http_port, "hup.test") as load:
             wait_until(lambda: load.ok > 50, what="load running")
             os.kill(proxy.proc.pid, signal.SIGHUP)
@@ -385,6 +387,27 @@ def test_rolling_restart_under_load_fails_nothing(tmp_path: Path, proxy_factory:
             served = load.ok
             wait_until(lambda: load.ok > served + 50, what="load served by the new workers")
         assert load.failures == [], load.failures[:5]
+        # the new workers serve the old workers' sockets: none closed, so no accept queue was reset
+        assert len(sockets) == 2 and listening_inodes(proxy.http_port) == sockets
+    finally:
+        rec.close()
+
+
+def test_a_crashed_workers_queued_connection_is_served_by_its_replacement(
+        tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
+    rec = RecordingBackend("queue")
+    try:
+        write_manifests(tmp_path / "m.yaml", [service("queue", rec.port),
+                                              ingress("q", [("queue.test", [("/", "Prefix", "queue")])])])
+        proxy = proxy_factory(tmp_path, workers=1)
+        [victim] = worker_pids(proxy)
+        os.kill(victim, signal.SIGSTOP)  # it accepts nothing more: the next connection waits in its queue
+        with RawClient(proxy.http_port, timeout_s=15) as client:
+            client.send(b"GET /queued HTTP/1.1\r\nHost: queue.test\r\n\r\n")
+            os.kill(victim, signal.SIGKILL)
+            assert client.read().status == 200  # the replacement inherited the socket and its queue
+        assert [r.target for r in rec.requests] == [b"/queued"]
+        assert victim not in worker_pids(proxy)
     finally:
         rec.close()
 

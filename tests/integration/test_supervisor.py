@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import pytest
 
+from tests.integration.conftest import listening_inodes
 from tests.support.certs import make_cert
 
 pytestmark = pytest.mark.integration
@@ -217,17 +218,24 @@ def test_supervisor_lifecycle(supervisor: Running) -> None:
     assert sup.http_port != 0 and sup.admin_port != 0
     check_admin_endpoints(sup)
     first = wait_for(lambda: sup.workers_if(lambda p: len(p) == 2), "2 workers", sup.log)
+    # one listening socket per worker, owned by the supervisor: replacements inherit them
+    sockets = wait_for(lambda: (lambda s: s if len(s) == 2 else None)(listening_inodes(sup.http_port)),
+                       "2 listening sockets", sup.log)
 
     victim = min(first)  # a crash: replaced in a new process, counted once
     os.kill(victim, signal.SIGKILL)
     second = wait_for(lambda: sup.workers_if(lambda p: len(p) == 2 and victim not in p), "a replacement", sup.log)
     assert sup.metric("fastingress_worker_restarts_total") == 1, sup.log()
     wait_for(sup.ready, "ready after the crash", sup.log)
+    assert listening_inodes(sup.http_port) == sockets  # the crashed worker's socket (and queue) stayed
 
     os.kill(sup.proc.pid, signal.SIGTTIN)
     wait_for(lambda: sup.running() == 3 and len(sup.workers()) == 3, "3 workers", sup.log)
+    wait_for(lambda: len(listening_inodes(sup.http_port) - sockets) == 1, "a third socket", sup.log)
     os.kill(sup.proc.pid, signal.SIGTTOU)
     wait_for(lambda: sup.running() == 2 and len(sup.workers()) == 2, "2 workers", sup.log)
+    wait_for(lambda: len(listening_inodes(sup.http_port)) == 2, "the retired worker's socket closed", sup.log)
+    sockets = listening_inodes(sup.http_port)
 
     before = sup.workers()
     os.kill(sup.proc.pid, signal.SIGHUP)
@@ -240,6 +248,7 @@ def test_supervisor_lifecycle(supervisor: Running) -> None:
 
     wait_for(rolled, "a rolling restart", sup.log)
     assert set(statuses) == {200}, (statuses, sup.log())
+    assert listening_inodes(sup.http_port) == sockets  # no socket was closed, so no queue was reset
     assert sup.metric("fastingress_worker_restarts_total") == 1  # a roll is not a crash
 
     os.kill(sup.proc.pid, signal.SIGTERM)
@@ -250,18 +259,20 @@ def test_supervisor_lifecycle(supervisor: Running) -> None:
     assert second != first
 
 
-def test_workers_that_cannot_bind_halt_the_supervisor(tmp_path: Path, manifests: Path) -> None:
-    with socket.socket() as taken:  # the port is held without SO_REUSEPORT: every worker's bind fails
+def test_a_port_taken_halts_the_supervisor(tmp_path: Path, manifests: Path) -> None:
+    with socket.socket() as taken:  # the port is held without SO_REUSEPORT: the listeners' bind fails
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        sup = start(tmp_path, manifests, FASTINGRESS_HTTP_PORT=str(taken.getsockname()[1]))
+        port = taken.getsockname()[1]
+        sup = start(tmp_path, manifests, FASTINGRESS_HTTP_PORT=str(port))
         try:
             code = sup.proc.wait(DEADLINE_S)
         finally:
             if sup.proc.poll() is None:
                 sup.proc.kill()
     assert code == 4, sup.log()  # ExitCode.BOOT_FAILED
-    assert re.search(r"ERROR .*halting: workers failed to boot 3 times in a row", sup.log()), sup.log()
+    assert re.search(rf"ERROR .*halting: cannot bind 127.0.0.1:{port}: Address already in use", sup.log()), sup.log()
+    assert "worker 1 started" not in sup.log()  # no worker was started only to fail
     assert shm_leftovers(sup.proc.pid) == []
 
 
@@ -341,7 +352,8 @@ def test_self_signed_default_is_announced_and_removed_on_halt(tmp_path: Path, ma
     with socket.socket() as taken:  # every worker's bind fails: the supervisor halts
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        sup = start(tmp_path, manifests, FASTINGRESS_HTTP_PORT=str(taken.getsockname()[1]))
+        port = taken.getsockname()[1]
+        sup = start(tmp_path, manifests, FASTINGRESS_HTTP_PORT=str(port))
         try:
             assert sup.proc.wait(DEADLINE_S) == 4, sup.log()
         finally:
