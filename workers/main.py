@@ -81,6 +81,7 @@ class Worker:
         self.ctx = ctx
         self.watch = watch
         self.stopped = asyncio.Event()
+        self.quitting = False  # SIGQUIT: exit now, no drain
         self.fast = True
         self.ticks = 0
         self.parent = os.getppid()
@@ -123,6 +124,7 @@ class Worker:
         for conn in list(self.ctx.connections):
             conn.abort()
         self.ctx.draining = True
+        self.quitting = True
         self.stopped.set()
 
 
@@ -177,7 +179,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
              settings.https_port if tls is not None else "off",
              extra={"worker": args.worker_id, "generation": reader.word >> 32})
     await worker.stopped.wait()
-    await shutdown(servers, ctx, settings)
+    await shutdown(servers, ctx, settings, drain=not worker.quitting)
     stats.flush()
     reader.release()
     if access is not None:
@@ -185,21 +187,27 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
-async def shutdown(servers: list[asyncio.AbstractServer], ctx: WorkerContext, settings: Settings) -> None:
-    """Stop accepting; let busy connections finish their response, new ones send their request, and TLS
-    handshakes under way complete, up to the drain timeout; abort the rest."""
+async def shutdown(servers: list[asyncio.AbstractServer], ctx: WorkerContext, settings: Settings,
+                   drain: bool = True) -> None:
+    """Stop accepting; with `drain`, let busy connections finish their response, new ones send their
+    request, and TLS handshakes under way complete (each up to its handshake timeout), all within the
+    drain timeout; abort the rest."""
     for server in servers:
         server.close()
     # uvloop calls connection_made one loop iteration after the accept: a connection accepted just
     # before the close is not in ctx.connections yet, and the worker must not exit without it
     await asyncio.sleep(0)
-    deadline = ctx.loop.time() + settings.drain_timeout_s
+    start = ctx.loop.time()
+    deadline = start + settings.drain_timeout_s if drain else start
+    # a handshake's waiter that never completes (uvloop drops a connection it could not set up) must
+    # not hold the drain: none started before the close lasts longer than the handshake timeout
+    handshakes_until = start + settings.tls_handshake_timeout_s
     while True:
         ctx.now = now = ctx.loop.time()
         for conn in list(ctx.connections):
             conn.drain()  # every round: a connection whose TLS handshake completed since joins the drain
             conn.on_tick(now)
-        if not (ctx.connections or ctx.handshakes) or now >= deadline:
+        if not (ctx.connections or (ctx.handshakes and now < handshakes_until)) or now >= deadline:
             break
         await asyncio.sleep(0.05)
     for conn in list(ctx.connections):

@@ -364,33 +364,42 @@ class Arbiter:
         if not self._rolling:
             return
         self._rolling = [pid for pid in self._rolling if pid in self._workers and not self._workers[pid].retiring]
+        grace = self._settings.drain_timeout_s + DRAIN_EXTRA_S
+        while self._rolling and self._workers[self._rolling[0]].listener not in self._wanted:
+            old = self._workers[self._rolling.pop(0)]  # its index was dropped (TTOU): retired, not replaced
+            self._retire(old, now, grace, f"scaling down to {self._target}")
         new = self._workers.get(self._roll_new) if self._roll_new is not None else None
+        if new is not None and not new.retiring and new.listener not in self._wanted:
+            self._retire(new, now, grace, f"scaling down to {self._target}")
         if new is None or new.retiring:
             self._roll_new = None
             if self._rolling and now >= self._next_spawn:
                 spawned = self._spawn(now, self._workers[self._rolling[0]].listener)  # shares its sockets
                 self._roll_new = spawned.pid if spawned else None
+            elif not self._rolling:
+                log.info("rolling restart complete", extra={"count": len(self._workers)})
             return
         if not (new.ready and new.heartbeat_ns and unpack_word(new.acked)[0] == self._writer.routes_gen):
             return
         self._roll_new = None
-        if self._rolling:
+        # the old worker it replaces; if that one died meanwhile, the new one serves its index instead
+        # and the next old worker gets a replacement of its own
+        if self._rolling and self._workers[self._rolling[0]].listener == new.listener:
             old = self._workers[self._rolling.pop(0)]
-            self._retire(old, now, self._settings.drain_timeout_s + DRAIN_EXTRA_S,
-                         f"rolling restart, replaced by worker {new.worker_id}")
+            self._retire(old, now, grace, f"rolling restart, replaced by worker {new.worker_id}")
         if not self._rolling:
             log.info("rolling restart complete", extra={"count": len(self._workers)})
 
     def _scale(self, now: float) -> None:
-        if self._rolling:
-            return
         serving: dict[int, list[_Worker]] = {}
         for w in sorted((w for w in self._workers.values() if not w.retiring), key=lambda w: w.started):
             serving.setdefault(w.listener, []).append(w)
-        for index, ws in serving.items():  # one worker per wanted index: the newest stays
-            for w in ws if index not in self._wanted else ws[:-1]:
-                self._retire(w, now, self._settings.drain_timeout_s + DRAIN_EXTRA_S, f"scaling down to {self._target}")
-        if now >= self._next_spawn:
+        if not self._rolling:  # during a roll an index has its old and its new worker for a while
+            for index, ws in serving.items():  # one worker per wanted index: the newest stays
+                for w in ws if index not in self._wanted else ws[:-1]:
+                    self._retire(w, now, self._settings.drain_timeout_s + DRAIN_EXTRA_S,
+                                 f"scaling down to {self._target}")
+        if now >= self._next_spawn:  # also mid-roll: a crashed worker's queue must not wait for the roll
             for index in sorted(self._wanted - serving.keys()):
                 if self._spawn(now, index) is None:
                     return

@@ -333,6 +333,50 @@ def test_sigterm_answers_connections_accepted_before_it(tmp_path: Path,
         rec.close()
 
 
+def test_sigquit_does_not_wait_for_handshakes(tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
+    backend_ = RecordingBackend("quit")
+    try:
+        write_manifests(tmp_path / "m.yaml", [service("quit", backend_.port),
+                                              ingress("q", [("quit.test", [("/", "Prefix", "quit")])])])
+        proxy = proxy_factory(tmp_path, workers=1)
+        with socket.create_connection(("127.0.0.1", proxy.ports["https"]), timeout=10):  # a handshake pending
+            time.sleep(0.2)
+            started = time.monotonic()
+            proxy.proc.send_signal(signal.SIGQUIT)
+            assert proxy.proc.wait(10) == 0
+            # the supervisor SIGKILLs a worker still there after 2 s: this one left at once
+            assert time.monotonic() - started < 1.5
+    finally:
+        backend_.close()
+
+
+def test_an_old_connection_ends_with_a_response_that_says_so(
+        tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
+    """FASTINGRESS_TIMEOUT_CONNECTION_LIFETIME_S: a connection busy when it comes of age gets its response
+    with Connection: close, then ends; one idle between requests is closed."""
+    def respond(req: Received) -> bytes | None:
+        if req.target == b"/slow":
+            time.sleep(2.5)  # spans a worker tick after the connection's 1 s lifetime
+        return ok_response("life")(req)
+
+    rec = RecordingBackend("life", respond=respond)
+    try:
+        write_manifests(tmp_path / "m.yaml", [service("life", rec.port),
+                                              ingress("l", [("life.test", [("/", "Prefix", "life")])])])
+        proxy = proxy_factory(tmp_path, workers=1, env={"FASTINGRESS_TIMEOUT_CONNECTION_LIFETIME_S": "1"})
+        with RawClient(proxy.http_port) as idle, RawClient(proxy.http_port) as busy:
+            idle.send(b"GET /first HTTP/1.1\r\nHost: life.test\r\n\r\n")
+            first = idle.read()
+            assert first.status == 200 and first.header(b"connection") != b"close"
+            busy.send(b"GET /slow HTTP/1.1\r\nHost: life.test\r\n\r\n")
+            got = busy.read()
+            assert got.status == 200 and got.header(b"connection") == b"close"
+            assert busy.wait_closed(timeout_s=5) == b""
+            assert idle.wait_closed(timeout_s=5) == b""
+    finally:
+        rec.close()
+
+
 # --- connection limits and slow bodies -----------------------------------------------------------
 def test_per_address_connection_limit(tmp_path: Path, proxy_factory: Any) -> None:
     backend_ = RecordingBackend("lim")

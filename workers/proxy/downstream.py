@@ -255,7 +255,12 @@ class DownstreamProtocol(asyncio.Protocol):
             else:
                 self._send_error(RemoteProtocolError("request head timed out", 408))
         if now - self.created > settings.timeout_connection_lifetime_s and not self.closing:
-            self.drain()  # old enough: closes when idle, or after the response in flight
+            # old enough: closed now if idle, else its current (or next) response is its last one and
+            # says so (Connection: close), as if it had used up its requests per connection
+            if self.exchange is None and self.idle:
+                self.close()
+            else:
+                self.requests = max(self.requests, settings.limit_requests_per_connection)
 
     def drain(self) -> None:
         """Graceful shutdown: a keep-alive connection between requests closes now; a busy one after its
