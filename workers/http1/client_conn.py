@@ -124,8 +124,8 @@ class ClientConn:
     """
 
     __slots__ = ("_head", "_head_bytes", "_head_request", "_heads", "_parser", "_plain", "_plain_fed", "_raw",
-                 "_reason", "body_received", "complete", "events", "expecting", "in_message", "limits", "remaining",
-                 "reusable")
+                 "_reason", "body_received", "complete", "events", "expecting", "head_key", "in_message", "limits",
+                 "remaining", "reusable")
 
     def __init__(self, limits: Limits, heads: PlainHeads | None = None) -> None:
         self.limits = limits
@@ -134,6 +134,7 @@ class ClientConn:
         self._plain = httptools.HttpResponseParser(_NoCallbacks())
         self._plain_fed = False
         self.remaining = 0  # body bytes still due of a plain response
+        self.head_key = b""  # the plain response's head through its blank line, as the memo keyed it (or b"")
         self.events: list[tuple[int, object]] = []
         self.expecting = False  # a request is outstanding
         self.reusable = False
@@ -175,6 +176,7 @@ class ClientConn:
                 memo.hits += 1
                 status, content_length = known
                 remaining = content_length - (len(data) - blank)
+                self.head_key = key
                 self._plain_fed = False
                 self.remaining = remaining
                 self.reusable = remaining == 0
@@ -191,6 +193,7 @@ class ClientConn:
             return None
         if key:
             memo.remember(key, status, content_length)
+        self.head_key = key
         self._plain_fed = True
         self.remaining = remaining
         self.reusable = remaining == 0

@@ -135,6 +135,41 @@ def closing_head(data: bytes, head_end: int) -> bytes:
     return b"".join(parts)
 
 
+HSTS_NAME = b"strict-transport-security"  # the field WorkerContext.hsts_field adds (lower-case)
+
+
+class FieldHeads:
+    """Response heads with `field` added (head_with_field), remembered by the backend's head bytes.
+
+    The key is the head through its blank line as the memo of plain response heads took it
+    (`ClientConn.head_key`): the same bytes object, whose hash that lookup already computed. So a head
+    the backend repeats costs a dict probe and one concatenation here instead of slicing, lower-casing
+    and searching the head again (HSTS on every HTTPS response: docs/performance.md, tls-keepalive).
+    Bounded like that memo: `limit` heads, then all forgotten at once.
+    """
+
+    __slots__ = ("field", "known", "limit", "name")
+
+    def __init__(self, field: bytes, name: bytes, limit: int) -> None:
+        self.field = field
+        self.name = name
+        self.limit = limit
+        self.known: dict[bytes, bytes] = {}
+
+    def add(self, key: bytes, data: bytes, head_end: int) -> bytes:
+        """head_with_field(data, head_end, field, name); `key` is data's head through the blank line, or
+        b"" when there is none to remember it by."""
+        if not key:
+            return head_with_field(data, head_end, self.field, self.name)
+        known = self.known
+        head = known.get(key)
+        if head is None:
+            if len(known) >= self.limit:
+                known.clear()
+            head = known[key] = head_with_field(key, head_end, self.field, self.name)
+        return head + data[len(key):]
+
+
 def head_with_field(data: bytes, head_end: int, field: bytes, name: bytes) -> bytes:
     """`data` (a plain response from its first byte) with `field` ("Name: value\\r\\n") added to its head,
     unless the head already has a field `name` (lower-case, without the colon): the backend's value wins."""

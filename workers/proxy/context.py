@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from fastingress.settings import Settings
 from fastingress.table.lookup import TableView
-from workers.http1.client_conn import PlainHeads
+from workers.http1.client_conn import PLAIN_HEADS_MAX, PlainHeads
 from workers.http1.limits import Limits
+from workers.http1.simple import HSTS_NAME, FieldHeads
 from workers.proxy.pool import UpstreamPools
 from workers.stats import WorkerStats
 
@@ -53,6 +54,8 @@ class WorkerContext:
         self.hsts_field = (b"Strict-Transport-Security: max-age=%d%s\r\n" % (
             settings.hsts_max_age_s, b"; includeSubDomains" if settings.hsts_include_subdomains else b"")
             if settings.hsts else b"")
+        # fast-lane heads with that field added, by the backend's head (the same bound as plain_heads)
+        self.hsts_heads = FieldHeads(self.hsts_field, HSTS_NAME, PLAIN_HEADS_MAX)
 
     def is_trusted(self, peer: str) -> bool:
         """Whether X-Forwarded-* from this peer are kept (cached per address)."""

@@ -34,7 +34,7 @@ from workers.http1.headers import (
 )
 from workers.http1.request_head import RequestHead
 from workers.http1.server_conn import EV_BODY, EV_END, EV_HEAD, EV_UPGRADE
-from workers.http1.simple import closing_head, head_with_field
+from workers.http1.simple import HSTS_NAME, closing_head
 from workers.proxy.upstream import UpstreamProtocol
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 ROUTING, CONNECTING, SENT, RESPONDING, DONE, DISCARD, TUNNEL = range(7)
 PENDING_HIGH_BYTES = 256 * 1024  # body buffered while connecting; above it the client is paused
 _perf_counter = time.perf_counter
-HSTS_NAME = b"strict-transport-security"  # the field WorkerContext.hsts_field adds (lower-case)
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 
 # the one table of failures: reason -> (status, body, upstream-error metric or -1)
@@ -301,7 +300,7 @@ class Exchange:
             head_end = found[1]
             if self.extra:
                 size = len(data)
-                data = head_with_field(data, head_end, self.extra, HSTS_NAME)
+                data = ctx.hsts_heads.add(conn.head_key, data, head_end)
                 head_end += len(data) - size
             if not keep:  # else the backend's `Connection: keep-alive`, if any, says what ours would: kept
                 data = closing_head(data, head_end)

@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st_h
 
 from fastingress.settings import Settings
 from fastingress.supervisor.keystore import KeyStore
 from fastingress.supervisor.offline import build_from_manifests
 from fastingress.table import stats as st
 from tests.support.certs import make_cert
+from workers.http1.client_conn import ClientConn, PlainHeads
 from workers.http1.limits import Limits
-from workers.http1.simple import head_with_field, simple_response
+from workers.http1.simple import FieldHeads, head_with_field, simple_response
 from workers.stats import WorkerStats
 from workers.tls import TICKET_KEYS_LEN, WorkerTLS, failure_reason, server_context, share_ticket_keys
 
@@ -230,3 +233,49 @@ def test_head_with_field_keeps_the_backends_own_value() -> None:
     body_only = b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\nStrict-Transport-Security: in the body"
     found = simple_response(body_only, Limits())
     assert found is not None and head_with_field(body_only, found[1], HSTS, NAME) != body_only  # only the head counts
+
+
+# --- the same field through FieldHeads (remembered by the backend's head) ------------------------------------
+def _plain(head_fields: bytes, body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\n" + head_fields + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+@given(st_h.lists(st_h.sampled_from([b"Server: a\r\n", b"X-Id: 7\r\n", b"strict-transport-security: max-age=1\r\n",
+                                     b"Cache-Control: no-cache\r\n"]), max_size=4),
+       st_h.binary(max_size=64), st_h.booleans())
+def test_field_heads_answer_as_head_with_field(fields: list[bytes], body: bytes, twice: bool) -> None:
+    data = _plain(b"".join(fields), body)
+    found = simple_response(data, Limits())
+    assert found is not None
+    head_end = found[1]
+    key = data[: head_end + 4]
+    heads = FieldHeads(HSTS, NAME, 8)
+    want = head_with_field(data, head_end, HSTS, NAME)
+    assert heads.add(key, data, head_end) == want
+    if twice:  # remembered: the same answer for another response with this head
+        assert heads.add(key, data, head_end) == want and len(heads.known) == 1
+    assert heads.add(b"", data, head_end) == want  # no key: computed as before
+
+
+def test_field_heads_are_bounded() -> None:
+    heads = FieldHeads(HSTS, NAME, 4)
+    for i in range(9):
+        data = _plain(b"X-Id: %d\r\n" % i, b"ok")
+        found = simple_response(data, Limits())
+        assert found is not None
+        heads.add(data[: found[1] + 4], data, found[1])
+        assert len(heads.known) <= 4
+
+
+def test_the_backend_connection_names_the_head_it_remembered_by() -> None:
+    memo = PlainHeads()
+    data = _plain(b"Server: a\r\n", b"ok")
+    for _ in range(2):  # a miss (remembered), then a hit
+        conn = ClientConn(Limits(), memo)
+        conn.expect(b"GET")
+        assert conn.feed_simple(data) is not None
+        assert conn.head_key == data[: data.index(b"\r\n\r\n") + 4]
+    memo.paused = 1  # not looked up: nothing to remember it by
+    conn = ClientConn(Limits(), memo)
+    conn.expect(b"GET")
+    assert conn.feed_simple(data) is not None and conn.head_key == b""
