@@ -10,8 +10,8 @@ shifts a counter by one tick at most).
   and running, "degraded" otherwise). Liveness must not depend on the cluster or the workers.
 - `/readyz`: 200 only when the initial sync completed, a generation was published, at least one
   worker serves, and every running worker acknowledged the current routes generation; 503 with a
-  JSON reason otherwise (also while draining). Booting workers do not count: they bind their
-  listener only after they mapped the table. Right after a publish, readiness may dip for the few
+  JSON reason otherwise (also while draining). Booting workers do not count: they listen on their
+  socket only after they mapped the table. Right after a publish, readiness may dip for the few
   ms workers need to acknowledge; probes need several failures in a row, so that is harmless.
 - `/metrics`: Prometheus text format 0.0.4 (`metrics.py`); certificate expiry is computed here from
   the current config and the wall clock.

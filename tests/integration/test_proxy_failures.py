@@ -4,6 +4,7 @@ a worker killed under load, table swaps under load, and a graceful drain on SIGT
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -168,6 +169,20 @@ def test_idle_keepalive_closed(env: Env) -> None:
 
 
 # --- workers and tables under load -------------------------------------------------------------------
+@contextlib.contextmanager
+def one_route(tmp_path: Path, proxy_factory: Callable[..., ServedProxy], name: str, *,
+              respond: Callable[[Received], bytes | None] | None = None,
+              **proxy_kw: Any) -> Iterator[tuple[RecordingBackend, ServedProxy]]:
+    """A RecordingBackend `name` as the only route (`name`.test, Prefix /) of a proxy; closed afterwards."""
+    rec = RecordingBackend(name, respond=respond)
+    try:
+        write_manifests(tmp_path / "m.yaml", [service(name, rec.port),
+                                              ingress(name, [(f"{name}.test", [("/", "Prefix", name)])])])
+        yield rec, proxy_factory(tmp_path, **proxy_kw)
+    finally:
+        rec.close()
+
+
 class Load:
     """A thread doing GETs in a loop, each on a fresh connection; counts outcomes with timestamps."""
 
@@ -200,11 +215,7 @@ class Load:
 
 def test_killed_worker_is_replaced_and_the_other_keeps_serving(
         tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
-    rec = RecordingBackend("kill")
-    try:
-        write_manifests(tmp_path / "m.yaml", [service("kill", rec.port),
-                                              ingress("k", [("kill.test", [("/", "Prefix", "kill")])])])
-        proxy = proxy_factory(tmp_path, workers=2)
+    with one_route(tmp_path, proxy_factory, "kill", workers=2) as (_, proxy):
         old = wait_until(lambda: (lambda p: p if len(p) == 2 else None)(worker_pids(proxy)), what="2 workers")
         with Load(proxy.http_port, "kill.test") as load:
             wait_until(lambda: load.ok >= 50, what="load running")
@@ -220,8 +231,6 @@ def test_killed_worker_is_replaced_and_the_other_keeps_serving(
         assert new and victim not in worker_pids(proxy)
         assert served_meanwhile > 0 or load.ok > after, "the surviving worker did not serve"
         assert len(load.failures) <= 2, f"more failures than requests in flight: {load.failures}"
-    finally:
-        rec.close()
 
 
 def test_table_swaps_under_load_fail_nothing(tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
@@ -263,11 +272,7 @@ def test_sigterm_drains_in_flight_request(tmp_path: Path, proxy_factory: Callabl
         time.sleep(2)  # the backend's delay (the request stays in flight while the proxy drains)
         return ok_response("drain")(req)
 
-    rec = RecordingBackend("drain", respond=respond)
-    try:
-        write_manifests(tmp_path / "m.yaml", [service("drain", rec.port),
-                                              ingress("d", [("drain.test", [("/", "Prefix", "drain")])])])
-        proxy = proxy_factory(tmp_path, workers=2)
+    with one_route(tmp_path, proxy_factory, "drain", workers=2, respond=respond) as (_, proxy):
         result: list[object] = []
 
         def client() -> None:
@@ -284,8 +289,6 @@ def test_sigterm_drains_in_flight_request(tmp_path: Path, proxy_factory: Callabl
         code = proxy.proc.wait(15)
         assert result and getattr(result[0], "status", None) == 200, result
         assert code == 0
-    finally:
-        rec.close()
 
 
 def _refuses(port: int) -> bool:
@@ -301,11 +304,7 @@ def test_sigterm_answers_connections_accepted_before_it(tmp_path: Path,
     """A client that connected just before the drain has its request on the way: it is answered (with
     Connection: close), over HTTP and over a TLS handshake not yet begun; a silent one is closed soon."""
     from tests.integration.test_tls import client_context
-    rec = RecordingBackend("early")
-    try:
-        write_manifests(tmp_path / "m.yaml", [service("early", rec.port),
-                                              ingress("e", [("early.test", [("/", "Prefix", "early")])])])
-        proxy = proxy_factory(tmp_path, workers=1)
+    with one_route(tmp_path, proxy_factory, "early", workers=1) as (rec, proxy):
         plain = RawClient(proxy.http_port)
         silent = RawClient(proxy.http_port)
         tls_raw = socket.create_connection(("127.0.0.1", proxy.ports["https"]), timeout=10)
@@ -329,25 +328,17 @@ def test_sigterm_answers_connections_accepted_before_it(tmp_path: Path,
         assert time.monotonic() - started < 8  # the silent connection did not hold the drain for its timeout
         assert [r.target for r in rec.requests] == [b"/plain", b"/tls"]
         plain.close()
-    finally:
-        rec.close()
 
 
 def test_sigquit_does_not_wait_for_handshakes(tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
-    backend_ = RecordingBackend("quit")
-    try:
-        write_manifests(tmp_path / "m.yaml", [service("quit", backend_.port),
-                                              ingress("q", [("quit.test", [("/", "Prefix", "quit")])])])
-        proxy = proxy_factory(tmp_path, workers=1)
-        with socket.create_connection(("127.0.0.1", proxy.ports["https"]), timeout=10):  # a handshake pending
-            time.sleep(0.2)
-            started = time.monotonic()
-            proxy.proc.send_signal(signal.SIGQUIT)
-            assert proxy.proc.wait(10) == 0
-            # the supervisor SIGKILLs a worker still there after 2 s: this one left at once
-            assert time.monotonic() - started < 1.5
-    finally:
-        backend_.close()
+    with one_route(tmp_path, proxy_factory, "quit", workers=1) as (_, proxy), \
+            socket.create_connection(("127.0.0.1", proxy.ports["https"]), timeout=10):  # a handshake pending
+        time.sleep(0.2)
+        started = time.monotonic()
+        proxy.proc.send_signal(signal.SIGQUIT)
+        assert proxy.proc.wait(10) == 0
+        # the supervisor SIGKILLs a worker still there after 2 s: this one left at once
+        assert time.monotonic() - started < 1.5
 
 
 def test_an_old_connection_ends_with_a_response_that_says_so(
@@ -359,31 +350,23 @@ def test_an_old_connection_ends_with_a_response_that_says_so(
             time.sleep(2.5)  # spans a worker tick after the connection's 1 s lifetime
         return ok_response("life")(req)
 
-    rec = RecordingBackend("life", respond=respond)
-    try:
-        write_manifests(tmp_path / "m.yaml", [service("life", rec.port),
-                                              ingress("l", [("life.test", [("/", "Prefix", "life")])])])
-        proxy = proxy_factory(tmp_path, workers=1, env={"FASTINGRESS_TIMEOUT_CONNECTION_LIFETIME_S": "1"})
-        with RawClient(proxy.http_port) as idle, RawClient(proxy.http_port) as busy:
-            idle.send(b"GET /first HTTP/1.1\r\nHost: life.test\r\n\r\n")
-            first = idle.read()
-            assert first.status == 200 and first.header(b"connection") != b"close"
-            busy.send(b"GET /slow HTTP/1.1\r\nHost: life.test\r\n\r\n")
-            got = busy.read()
-            assert got.status == 200 and got.header(b"connection") == b"close"
-            assert busy.wait_closed(timeout_s=5) == b""
-            assert idle.wait_closed(timeout_s=5) == b""
-    finally:
-        rec.close()
+    with one_route(tmp_path, proxy_factory, "life", workers=1, respond=respond,
+                   env={"FASTINGRESS_TIMEOUT_CONNECTION_LIFETIME_S": "1"}) as (_, proxy), \
+            RawClient(proxy.http_port) as idle, RawClient(proxy.http_port) as busy:
+        idle.send(b"GET /first HTTP/1.1\r\nHost: life.test\r\n\r\n")
+        first = idle.read()
+        assert first.status == 200 and first.header(b"connection") != b"close"
+        busy.send(b"GET /slow HTTP/1.1\r\nHost: life.test\r\n\r\n")
+        got = busy.read()
+        assert got.status == 200 and got.header(b"connection") == b"close"
+        assert busy.wait_closed(timeout_s=5) == b""
+        assert idle.wait_closed(timeout_s=5) == b""
 
 
 # --- connection limits and slow bodies -----------------------------------------------------------
 def test_per_address_connection_limit(tmp_path: Path, proxy_factory: Any) -> None:
-    backend_ = RecordingBackend("lim")
-    try:
-        write_manifests(tmp_path / "m.yaml", [service("lim", backend_.port),
-                                              ingress("lim", [("lim.test", [("/", "Prefix", "lim")])])])
-        proxy = proxy_factory(tmp_path, workers=1, env={"FASTINGRESS_LIMIT_CONNECTIONS_PER_IP": "2"})
+    with one_route(tmp_path, proxy_factory, "lim", workers=1,
+                   env={"FASTINGRESS_LIMIT_CONNECTIONS_PER_IP": "2"}) as (_, proxy):
         held = [RawClient(proxy.http_port) for _ in range(2)]
         for client in held:  # both connections are in use
             client.send(b"GET / HTTP/1.1\r\nHost: lim.test\r\n\r\n")
@@ -394,16 +377,11 @@ def test_per_address_connection_limit(tmp_path: Path, proxy_factory: Any) -> Non
         wait_until(lambda: get(proxy.http_port, "/", host="lim.test").status == 200, what="admitted again")
         for client in held[1:]:
             client.close()
-    finally:
-        backend_.close()
 
 
 def test_slow_body_below_minimum_rate_gets_408(tmp_path: Path, proxy_factory: Any) -> None:
-    backend_ = RecordingBackend("slow")
-    try:
-        write_manifests(tmp_path / "m.yaml", [service("slow", backend_.port),
-                                              ingress("slow", [("slow.test", [("/", "Prefix", "slow")])])])
-        proxy = proxy_factory(tmp_path, workers=1, env={"FASTINGRESS_LIMIT_BODY_MIN_RATE_BYTES_S": "100000"})
+    with one_route(tmp_path, proxy_factory, "slow", workers=1,
+                   env={"FASTINGRESS_LIMIT_BODY_MIN_RATE_BYTES_S": "100000"}) as (backend_, proxy):
         with RawClient(proxy.http_port) as client:
             client.send(b"POST /upload HTTP/1.1\r\nHost: slow.test\r\nContent-Length: 100000000\r\n\r\n" + b"x" * 1000)
             started = time.monotonic()
@@ -411,18 +389,14 @@ def test_slow_body_below_minimum_rate_gets_408(tmp_path: Path, proxy_factory: An
             assert rest.startswith(b"HTTP/1.1 408 "), rest[:80]
             assert 9 < time.monotonic() - started < 16  # after the 10 s grace, at the next tick
         assert not any(r.target == b"/upload" and r.body for r in backend_.requests)  # never completed upstream
-    finally:
-        backend_.close()
 
 
 def test_rolling_restart_under_load_fails_nothing(tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
-    rec = RecordingBackend("hup")
-    try:
-        write_manifests(tmp_path / "m.yaml", [service("hup", rec.port),
-                                              ingress("hup", [("hup.test", [("/", "Prefix", "hup")])])])
-        proxy = proxy_factory(tmp_path, workers=2)
+    with one_route(tmp_path, proxy_factory, "hup", workers=2) as (_, proxy):
         before = set(worker_pids(proxy))
-        sockets = listening_inodes(proxy.http_port)
+        # /readyz needs one worker serving, not both: wait for the second one's socket to listen
+        sockets = wait_until(lambda: (lambda s: s if len(s) == 2 else None)(listening_inodes(proxy.http_port)),
+                             what="2 listening sockets")
         with Load(proxy.http_port, "hup.test") as load:
             wait_until(lambda: load.ok > 50, what="load running")
             os.kill(proxy.proc.pid, signal.SIGHUP)
@@ -433,17 +407,11 @@ def test_rolling_restart_under_load_fails_nothing(tmp_path: Path, proxy_factory:
         assert load.failures == [], load.failures[:5]
         # the new workers serve the old workers' sockets: none closed, so no accept queue was reset
         assert len(sockets) == 2 and listening_inodes(proxy.http_port) == sockets
-    finally:
-        rec.close()
 
 
 def test_a_crashed_workers_queued_connection_is_served_by_its_replacement(
         tmp_path: Path, proxy_factory: Callable[..., ServedProxy]) -> None:
-    rec = RecordingBackend("queue")
-    try:
-        write_manifests(tmp_path / "m.yaml", [service("queue", rec.port),
-                                              ingress("q", [("queue.test", [("/", "Prefix", "queue")])])])
-        proxy = proxy_factory(tmp_path, workers=1)
+    with one_route(tmp_path, proxy_factory, "queue", workers=1) as (rec, proxy):
         [victim] = worker_pids(proxy)
         os.kill(victim, signal.SIGSTOP)  # it accepts nothing more: the next connection waits in its queue
         with RawClient(proxy.http_port, timeout_s=15) as client:
@@ -452,8 +420,6 @@ def test_a_crashed_workers_queued_connection_is_served_by_its_replacement(
             assert client.read().status == 200  # the replacement inherited the socket and its queue
         assert [r.target for r in rec.requests] == [b"/queued"]
         assert victim not in worker_pids(proxy)
-    finally:
-        rec.close()
 
 
 def _slice(name: str, service_name: str, port: int) -> dict[str, Any]:
