@@ -1,15 +1,17 @@
 """The human-readable side of a `python -m loadtest` run: one results dict in, a Markdown summary and PNG plots out.
 
 `markdown` renders the summary (when, on what machine, which versions; one table row per scenario with
-the median req/s of every server, fastingress's ratios to nginx and haproxy, p99s, req per CPU-second
-and errors; each scenario's extra facts; links to the plots). `write_report` writes it as `<stem>.md`
-next to `<stem>-throughput.png` (req/s and req per CPU-second) and `<stem>-latency.png` (p50/p90/p99).
+the median req/s of every server, fastingress's ratios to nginx and haproxy by its best rounds with the
+ratio of medians in parentheses, p99s, req per CPU-second and errors; each scenario's extra facts; links
+to the plots). `write_report` writes it as `<stem>.md` next to `<stem>-throughput.png` (req/s and req per
+CPU-second) and `<stem>-latency.png` (p50/p90/p99).
 
 The results come from loadtest/__main__.py (see loadtest/scenario.py for one scenario's shape); this module
 reads them defensively: a missing server, metric or section renders as "-" (or is left out of a plot),
-never as an exception. It measures nothing and starts nothing. Plots are drawn on a bare
-`matplotlib.figure.Figure` (the Agg canvas, no pyplot, no GUI backend, no global state) and carry no
-timestamp, so the same results give the same bytes.
+never as an exception; results from before the best-rounds estimate (no `best`) show the ratio of
+medians alone. It measures nothing and starts nothing. Plots are drawn on a bare `matplotlib.figure.Figure`
+(the Agg canvas, no pyplot, no GUI backend, no global state) and carry no timestamp, so the same results
+give the same bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from loadtest.harness import BEST_ROUNDS
 
 SUBJECT = "fastingress"
 REFERENCES = ("nginx", "haproxy")  # the proxies fastingress is compared with, in table order
@@ -73,6 +77,16 @@ def _rps_ratio(scenario: dict[str, Any], other: str) -> float | None:
     if given is not None:
         return given
     return _ratio(_metric(scenario, SUBJECT, "rps"), _metric(scenario, other, "rps"))
+
+
+def _best_rps_ratio(scenario: dict[str, Any], other: str) -> float | None:
+    """fastingress/other in req/s by the best rounds: the harness's `best_ratios`, else from `best`; None
+    for results without them."""
+    given = _number(_dict(scenario.get("best_ratios")).get(f"{SUBJECT}/{other}"))
+    if given is not None:
+        return given
+    best = _dict(scenario.get("best"))
+    return _ratio(_number(_dict(best.get(SUBJECT)).get("rps")), _number(_dict(best.get(other)).get("rps")))
 
 
 def servers_of(results: dict[str, Any]) -> list[str]:
@@ -179,6 +193,12 @@ def _p99_cell(scenario: dict[str, Any], server: str) -> str:
     return _ms(p99) if versus is None else f"{_ms(p99)} ({fmt_ratio(versus)})"
 
 
+def _ratio_cell(scenario: dict[str, Any], other: str) -> str:
+    """`0.93x (0.91x)`: by the best rounds, the ratio of medians in parentheses; older results: medians alone."""
+    best, median = _best_rps_ratio(scenario, other), _rps_ratio(scenario, other)
+    return fmt_ratio(median) if best is None else f"{fmt_ratio(best)} ({fmt_ratio(median)})"
+
+
 def _table(results: dict[str, Any]) -> list[str]:
     servers = servers_of(results)
     shown = [SUBJECT, *REFERENCES] + [s for s in servers if s not in (SUBJECT, *REFERENCES)]
@@ -191,7 +211,7 @@ def _table(results: dict[str, Any]) -> list[str]:
         per_cpu = _ratio(_metric(scenario, SUBJECT, "rps_per_cpu_s"), _metric(scenario, "nginx", "rps_per_cpu_s"))
         row = ([_name(scenario, index)]
                + [_rps(_metric(scenario, s, "rps")) for s in shown]
-               + [fmt_ratio(_rps_ratio(scenario, r)) for r in REFERENCES]
+               + [_ratio_cell(scenario, r) for r in REFERENCES]
                + [_p99_cell(scenario, s) for s in shown]
                + [fmt_ratio(per_cpu), _errors(scenario, _medians(scenario))])
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
@@ -234,9 +254,10 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
     lines += ["", "## Summary", ""]
     if _scenarios(results):
         lines += _table(results)
-        lines += ["", f"Medians over the rounds. `{SUBJECT}/x`: ratio of req/s (above 1: {SUBJECT} serves more). "
-                  "p99 cells: milliseconds, and in parentheses the ratio to nginx's p99 (below 1: lower latency). "
-                  f"`{MISSING}`: not measured in that scenario."]
+        lines += ["", f"`{SUBJECT}/x`: ratio of req/s (above 1: {SUBJECT} serves more); best: mean of each "
+                  f"server's {BEST_ROUNDS} fastest rounds; in parentheses: ratio of medians. Other columns: medians "
+                  "over the rounds. p99 cells: milliseconds, and in parentheses the ratio to nginx's p99 "
+                  f"(below 1: lower latency). `{MISSING}`: not measured in that scenario."]
     else:
         lines.append("No scenarios were run.")
     lines += ["", "## Scenarios"]

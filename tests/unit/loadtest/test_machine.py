@@ -1,7 +1,9 @@
-"""The machine-speed probe and the repeat-a-disturbed-round rule of `harness.measure_steady`."""
+"""The machine-speed probe (pinned to a CPU when given one) and the repeat-a-disturbed-round rule of
+`harness.measure_steady`."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,37 @@ def test_the_real_probe_is_relative_to_its_best() -> None:
     probe = SpeedProbe(repeats=1, blocks=1)
     probe.calibrate(3)
     assert 0 < probe.relative(probe.sample()) <= 1.0
+
+
+class AffinityProbe(SpeedProbe):
+    """A real probe that notes the CPUs it may run on while it times (`fail`: the timing raises)."""
+
+    def __init__(self, cpu: int | None, fail: bool = False) -> None:
+        super().__init__(repeats=1, blocks=1, cpu=cpu)
+        self.fail = fail
+        self.during: list[set[int]] = []
+
+    def time_blocks(self) -> float:
+        self.during.append(os.sched_getaffinity(0))
+        if self.fail:
+            raise RuntimeError("timing failed")
+        return super().time_blocks()
+
+
+def test_the_probe_samples_pinned_to_its_cpu_and_restores_the_affinity() -> None:
+    before = os.sched_getaffinity(0)
+    cpu = max(before)  # one the test may run on; a single CPU, so pinning narrows when there are two or more
+    probe = AffinityProbe(cpu)
+    assert probe.sample() > 0
+    assert probe.during == [{cpu}]
+    assert os.sched_getaffinity(0) == before
+
+
+def test_the_affinity_is_restored_when_sampling_fails_and_left_alone_without_a_cpu() -> None:
+    before = os.sched_getaffinity(0)
+    with pytest.raises(RuntimeError):
+        AffinityProbe(min(before), fail=True).sample()
+    assert os.sched_getaffinity(0) == before
+    unpinned = AffinityProbe(None)
+    unpinned.sample()
+    assert unpinned.during == [before]

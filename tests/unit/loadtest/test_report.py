@@ -63,7 +63,7 @@ def test_header_names_date_machine_and_versions() -> None:
 
 
 def test_complete_scenario_row_has_every_server_and_the_ratios() -> None:
-    md = report.markdown(_results(), [])
+    md = report.markdown(_results(), [])  # a result from before the best rounds: ratios of medians alone
     cells = dict(zip(_header_cells(md), _row(md, "small"), strict=True))
     assert cells["fastingress req/s"] == "24,000"
     assert cells["nginx req/s"] == "30,000"
@@ -77,6 +77,44 @@ def test_complete_scenario_row_has_every_server_and_the_ratios() -> None:
     # (24000 * 5 / 4.98) / (30000 * 5 / 4.6)
     assert cells["req/CPU-s fastingress/nginx"] == f"{(24000 / 4.98) / (30000 / 4.6):.2f}x"
     assert cells["errors"] == "aiohttp 3"
+
+
+def _with_best(results: dict[str, Any]) -> dict[str, Any]:
+    """`results` as the harness writes them now: the best rounds and their ratios next to the medians."""
+    small = results["scenarios"][0]
+    small["best"] = {"fastingress": _metrics(27900, 2.0, 2.9, 5.0, 4.9), "nginx": _metrics(30000, 1.5, 2.2, 3.0, 4.6),
+                     "haproxy": _metrics(31000, 1.4, 2.0, 2.5, 4.9)}
+    small["best_ratios"] = {"fastingress/nginx": 0.93, "fastingress/haproxy": 0.9}
+    return results
+
+
+def test_ratio_columns_show_the_best_rounds_with_the_ratio_of_medians_in_parentheses() -> None:
+    md = report.markdown(_with_best(_results()), [])
+    cells = dict(zip(_header_cells(md), _row(md, "small"), strict=True))
+    assert cells["fastingress/nginx"] == "0.93x (0.80x)"
+    assert cells["fastingress/haproxy"] == "0.90x (0.75x)"
+    # the other columns stay medians
+    assert cells["fastingress req/s"] == "24,000" and cells["p99 ms fastingress"] == "5.65 (1.85x)"
+    assert "best: mean of each server's 2 fastest rounds; in parentheses: ratio of medians." in md
+
+
+def test_best_ratios_missing_are_computed_from_the_best_rounds() -> None:
+    results = _with_best(_results())
+    del results["scenarios"][0]["best_ratios"]
+    md = report.markdown(results, [])
+    cells = dict(zip(_header_cells(md), _row(md, "small"), strict=True))
+    assert cells["fastingress/nginx"] == "0.93x (0.80x)"
+    assert cells["fastingress/haproxy"] == "0.90x (0.75x)"
+
+
+def test_results_without_best_rounds_show_the_ratio_of_medians_alone() -> None:
+    for best in ({}, None, "junk", {"fastingress": {"rps": "n/a"}, "nginx": {"rps": 0}}):
+        results = _results()
+        results["scenarios"][0]["best"] = best
+        md = report.markdown(results, [])
+        cells = dict(zip(_header_cells(md), _row(md, "small"), strict=True))
+        assert cells["fastingress/nginx"] == "0.80x"
+        assert cells["fastingress/haproxy"] == "0.75x"
 
 
 def test_ratios_missing_from_the_harness_are_computed_from_the_medians() -> None:
@@ -144,6 +182,11 @@ def test_malformed_values_render_as_dashes_not_exceptions() -> None:
     cells = dict(zip(_header_cells(md), _row(md, "small"), strict=True))
     assert cells["nginx req/s"] == cells["fastingress/nginx"] == cells["fastingress/haproxy"] == "-"
     assert cells["p99 ms fastingress"] == "5.65"
+    small["best"] = {"fastingress": {"rps": 27900}, "nginx": {"rps": None}}
+    small["best_ratios"] = {"fastingress/nginx": "n/a"}
+    md = report.markdown(results, [])
+    cells = dict(zip(_header_cells(md), _row(md, "small"), strict=True))
+    assert cells["fastingress/nginx"] == cells["fastingress/haproxy"] == "-"
 
 
 def test_write_report_writes_the_summary_and_two_pngs(tmp_path: Path) -> None:
