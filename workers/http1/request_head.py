@@ -58,6 +58,36 @@ class RequestHead:
         self.raw_fields = b""
 
 
+_new_head = object.__new__
+
+
+def plain_head(target: bytes, host: bytes, host_header: bytes, path: bytes, query: bytes,
+               raw_fields: bytes) -> RequestHead:
+    """The head of a plain GET (the fast lane, server_conn.ServerConn.feed_simple): every slot set once.
+
+    Hot path: RequestHead() sets sixteen defaults that the fast lane then overwrote in part; this sets
+    each slot once, in one frame.
+    """
+    head: RequestHead = _new_head(RequestHead)
+    head.method = b"GET"
+    head.target = target
+    head.path = path
+    head.query = query
+    head.version = b"1.1"
+    head.fields = []
+    head.forwarded = {}
+    head.host = host
+    head.host_header = host_header
+    head.content_length = -1
+    head.chunked = False
+    head.keep_alive = True
+    head.expect_continue = False
+    head.upgrade = b""
+    head.connection_tokens = ()
+    head.raw_fields = raw_fields
+    return head
+
+
 def _tokens(value: bytes) -> tuple[bytes, ...]:
     return tuple(t for t in (p.strip(b" \t").lower() for p in value.split(b",")) if t)
 

@@ -20,11 +20,11 @@ import re
 
 import httptools
 
-from fastingress.table.normalize import normalize_host, normalize_path
+from fastingress.table.normalize import PLAIN_TARGET_BYTES, normalize_host, normalize_path
 from workers.http1.chunked import LOST, OVER, ChunkLines, blank_line_end
 from workers.http1.errors import RemoteProtocolError
 from workers.http1.limits import HEAD_FEED_SLICE, Limits
-from workers.http1.request_head import RequestHead, build_request_head
+from workers.http1.request_head import RequestHead, build_request_head, plain_head
 from workers.http1.simple import TARGET_CHARS, simple_fields, simple_target
 from workers.http1.states import TRANSITIONS, ConnState, check_transition
 
@@ -104,8 +104,9 @@ class ServerConn:
         self._upgrade_buf: bytes | None = None
         self._plain_check = _PlainCheck()
         self._plain = httptools.HttpRequestParser(self._plain_check)
-        # (field lines after the request line as received, Host value, normalised host, field lines to forward)
-        self._plain_memo: tuple[bytes, bytes, bytes, bytes] = (b"\x00", b"", b"", b"")
+        # (field lines after the request line as received, Host value, normalised host, field lines to forward);
+        # until a plain request sets it, a tail longer than any read feed_simple takes, so it never matches
+        self._plain_memo: tuple[bytes, bytes, bytes, bytes] = (b"\n" * (limits.plain_bytes + 1), b"", b"", b"")
 
     def _set_state(self, new: ConnState) -> None:
         check_transition(self.state, new)
@@ -172,15 +173,29 @@ class ServerConn:
         """
         if self.state is not IDLE or self._carry or self._upgrade_buf is not None:
             return None
+        memo = self._plain_memo
+        tail = memo[0]
+        if data.endswith(tail) and data.startswith(b"GET /") and len(data) <= self.limits.plain_bytes:
+            # hot path: the same field lines as the previous plain request on this connection (keep-alive
+            # clients repeat them), so only the request line is new. A target of plain bytes (no space,
+            # CR or LF: the line is exactly "GET SP target SP HTTP/1.1", what simple_target asks) without
+            # "//" is already normal (normalize_path returns it as it is) and llhttp accepts it with the
+            # field lines it accepted before: the same head as below, without scanning the read again.
+            line_end = len(data) - len(tail)
+            if data[line_end - 9: line_end] == b" HTTP/1.1":
+                target = data[4: line_end - 9]
+                if not target.translate(None, PLAIN_TARGET_BYTES) and target.find(b"//") < 0:
+                    q = target.find(b"?")
+                    if q < 0:
+                        return plain_head(target, memo[2], memo[1], target, b"", memo[3])
+                    return plain_head(target, memo[2], memo[1], target[:q], target[q:], memo[3])
         line_end = simple_target(data, self.limits)
         if line_end < 0:
             return None
         target = data[4: line_end - 9]
-        memo = self._plain_memo
-        if data.endswith(memo[0]) and len(data) - len(memo[0]) == line_end:
-            # the same field lines as the previous plain request on this connection (keep-alive clients
-            # repeat them): the same answer as simple_fields + normalize_host, which are pure. llhttp
-            # accepted these field lines already; it accepts any request-target of these characters
+        if data.endswith(tail) and len(data) - len(tail) == line_end:
+            # the same field lines as before, a target with "." or "%" (normalised below). llhttp accepted
+            # these field lines already; it accepts any request-target of these characters
             _, host_header, host, fields = memo
             checked = not target.translate(None, TARGET_CHARS)
         else:
@@ -208,14 +223,7 @@ class ServerConn:
                 self._plain = httptools.HttpRequestParser(check)
                 return None
             self._plain_memo = (data[line_end:], host_header, host, fields)  # only what llhttp accepted
-        head = RequestHead()
-        head.method = b"GET"
-        head.target = target
-        head.host = host
-        head.host_header = host_header
-        head.path, head.query = normal
-        head.raw_fields = fields
-        return head
+        return plain_head(target, host, host_header, normal[0], normal[1], fields)
 
     def _execute(self, data: bytes, pos: int, end: int, first: int, state: ConnState) -> None:
         """One llhttp call over data[pos:end] (its events from events[first], begun in `state`), then the

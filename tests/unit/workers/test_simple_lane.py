@@ -804,6 +804,51 @@ def test_one_connection_many_requests(reqs: list[tuple[str, int, Any]]) -> None:
             check_request(data)
 
 
+# request lines of anything a client might send before field lines the connection repeats: the memo's own
+# shortcut (ServerConn.feed_simple, "the same field lines") must answer exactly as a fresh connection does
+request_line_bytes = st.binary(max_size=24).map(
+    lambda b: bytes(b"/aZ09-._~%2F?=&:@+!$'()*,; \t\r\n\x00\x7f\x80#\\HTP1"[x % 38] for x in b))
+request_lines = st.one_of(
+    st.builds(lambda t: b"GET " + t + b" HTTP/1.1", targets),
+    st.builds(lambda t: b"GET /" + t + b" HTTP/1.1", request_line_bytes),
+    st.builds(lambda t, v: b"GET /" + t + v, request_line_bytes,
+              st.sampled_from([b" HTTP/1.0", b"  HTTP/1.1", b" HTTP/1.1 ", b"HTTP/1.1", b" http/1.1", b""])),
+    st.builds(lambda m, t: m + b" /" + t + b" HTTP/1.1", st.sampled_from([b"HEAD", b"GET/", b"POST", b"GETX"]),
+              request_line_bytes),
+)
+
+
+@HYPO
+@given(st.sampled_from([[b"Host: a.example", b"Connection: keep-alive"], [b"User-Agent: x", b"host: B:81"],
+                        [b"Host: c", b"Cookie: _a=1", b"Accept: */*"]]), st.lists(request_lines, min_size=1,
+                                                                                   max_size=4))
+@example([b"Host: a"], [b"GET / HTTP/1.1", b"GET /a//b HTTP/1.1", b"GET /a/./b?x HTTP/1.1", b"GET /%41 HTTP/1.1"])
+def test_repeated_field_lines_change_no_answer(fields: list[bytes], lines: list[bytes]) -> None:
+    """After a plain request, a read ending in the same field lines is answered from the memo of them (only
+    its request line is looked at): every such read gets the head a fresh connection gives it, or None."""
+    tail = b"".join(b"\r\n" + f for f in fields) + b"\r\n\r\n"
+    conn = ServerConn(Limits())
+    first = conn.feed_simple(b"GET /first HTTP/1.1" + tail)
+    assert first is not None
+    for line in lines:
+        data = line + tail
+        expected = ServerConn(Limits()).feed_simple(data)
+        got = conn.feed_simple(data)
+        if expected is None:
+            assert got is None, data
+            return  # the full path takes it from here (test_one_connection_many_requests)
+        assert got is not None, data
+        assert request_key(got) == request_key(expected) and got.raw_fields == expected.raw_fields, data
+
+
+@pytest.mark.parametrize("data", [
+    b"GET / HTTP/1.1" + b"\n" * 9000, b"GET / HTTP/1.1\x00", b"GET / HTTP/1.1\r\n\r\n\r\n", b"GET / HTTP/1.1",
+])
+def test_a_fresh_connection_has_no_field_lines_to_repeat(data: bytes) -> None:
+    """Before any plain request the memo matches nothing: a request line with no Host is never plain."""
+    assert ServerConn(Limits()).feed_simple(data) is None
+
+
 PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 STATUSES = [200, 200, 200, 201, 203, 206, 226, 299, 301, 302, 307, 400, 404, 418, 429, 500, 502, 503, 599]
 reason_phrases = st.one_of(
@@ -953,6 +998,23 @@ def test_a_repeated_response_head_is_remembered_for_every_backend_connection() -
     assert heads.known == {data[:-5]: (200, 5)} and heads.misses == 1
     assert fast_response([data[:-2], data[-2:]], True, ClientConn(Limits(), heads)) == expected
     assert fast_response([data + b"junk"], True, ClientConn(Limits(), heads)) == (expected[0], data, True, False)
+
+
+def test_the_last_head_is_tried_first_and_keys_by_one_object() -> None:
+    """The head of the last response is compared before any slice or hash; a hit on it hands out the very
+    bytes object the memo holds (FieldHeads then finds its hash cached); another head goes through the dict."""
+    heads = PlainHeads()
+    a = resp(b"Date: Fri, 27 Nov 2026 09:00:00 GMT", b"Content-Length: 2", body=b"ab")
+    b = resp(b"Date: Fri, 27 Nov 2026 09:00:01 GMT", b"Content-Length: 3", body=b"abc")
+    first, second, third = (ClientConn(Limits(), heads) for _ in range(3))
+    assert first.feed_simple(a) == (200, len(a) - 6, 2)
+    assert heads.last_key is first.head_key and heads.last == (200, 2)
+    assert second.feed_simple(a + b"surplus") == (200, len(a) - 6, 2) and second.head_key is first.head_key
+    assert second.remaining == -7 and not second.reusable
+    assert third.feed_simple(b) == (200, len(b) - 7, 3) and heads.last_key == b[:-3]
+    assert first.feed_simple(a[:-1]) == (200, len(a) - 6, 2) and first.remaining == 1  # from the dict again
+    assert heads.last_key is first.head_key and heads.hits == 2 and heads.misses == 2
+    assert third.feed_simple(a[:-6] + b"X" + a[-6:]) is None  # the last head's bytes, then more field bytes
 
 
 def test_remembered_heads_leave_the_plain_parser_at_a_message_boundary() -> None:
