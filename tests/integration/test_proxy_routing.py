@@ -332,6 +332,29 @@ def test_forwarded_headers_added(site: Site) -> None:
     assert _last(site, "fwd", b"/fwd2").header(b"x-request-id") != rid, "request ids must differ"
 
 
+def test_keep_alive_requests_forward_their_own_fields_when_they_change(site: Site) -> None:
+    """One connection, plain GETs: repeated field lines (the per-connection memo and the kept middle of the
+    upstream head), then another Host and another field, then the first again: each request reaches the
+    backend with its own fields, X-Forwarded-Host and a fresh X-Request-ID."""
+    sent = [(b"/ka1", b"fwd.test", b"1"), (b"/ka2?q=1", b"fwd.test", b"1"), (b"/ka3", b"fwd.test:1234", b"1"),
+            (b"/ka4", b"fwd.test:1234", b"2"), (b"/ka5", b"fwd.test", b"1")]
+    client = RawClient(site.port)
+    try:
+        for target, host, value in sent:
+            client.send(b"GET %s HTTP/1.1\r\nHost: %s\r\nX-A: %s\r\n\r\n" % (target, host, value))
+            assert client.read().status == 200
+    finally:
+        client.sock.close()
+    ids = set()
+    for target, host, value in sent:
+        req = _last(site, "fwd", target)
+        assert req.header(b"host") == host and req.header(b"x-forwarded-host") == host, target
+        assert req.header(b"x-a") == value and req.header(b"x-forwarded-for") == b"127.0.0.1", target
+        assert [n for n, _ in req.headers].count(b"x-request-id") == 1, target
+        ids.add(req.header(b"x-request-id"))
+    assert len(ids) == len(sent)
+
+
 def test_incoming_forwarded_headers_from_untrusted_peer_overwritten(site: Site) -> None:
     get(site.port, "/fwd3", host="fwd.test",
         headers=b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\n"

@@ -36,6 +36,13 @@ def forwarded_block(peer: bytes, scheme: bytes, port: bytes) -> bytes:
         peer, scheme, port, peer)
 
 
+def plain_request_middle(raw_fields: bytes, block: bytes, host_header: bytes) -> bytes:
+    """What a plain request's upstream head carries between its request line and its X-Request-ID value:
+    build_upstream_request's plain path in two parts, so that a connection whose client repeats its field
+    lines builds this part once (DownstreamProtocol.plain_middle)."""
+    return b"".join((raw_fields, block, b"X-Forwarded-Host: ", host_header, b"\r\nX-Request-ID: "))
+
+
 def build_upstream_request(head: RequestHead, peer: bytes, scheme: bytes, port: bytes, request_id: bytes,
                            trusted: bool, block: bytes | None = None) -> bytes:
     """The request head sent to a backend: origin-form normalised target, end-to-end fields, ours.

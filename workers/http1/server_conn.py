@@ -69,6 +69,7 @@ class ServerConn:
         "_known_start",
         "_parser",
         "_plain",
+        "_plain_bytes",
         "_plain_check",
         "_plain_memo",
         "_raw",
@@ -107,6 +108,7 @@ class ServerConn:
         # (field lines after the request line as received, Host value, normalised host, field lines to forward);
         # until a plain request sets it, a tail longer than any read feed_simple takes, so it never matches
         self._plain_memo: tuple[bytes, bytes, bytes, bytes] = (b"\n" * (limits.plain_bytes + 1), b"", b"", b"")
+        self._plain_bytes = limits.plain_bytes
 
     def _set_state(self, new: ConnState) -> None:
         check_transition(self.state, new)
@@ -175,7 +177,7 @@ class ServerConn:
             return None
         memo = self._plain_memo
         tail = memo[0]
-        if data.endswith(tail) and data.startswith(b"GET /") and len(data) <= self.limits.plain_bytes:
+        if data.endswith(tail) and data.startswith(b"GET /") and len(data) <= self._plain_bytes:
             # hot path: the same field lines as the previous plain request on this connection (keep-alive
             # clients repeat them), so only the request line is new. A target of plain bytes (no space,
             # CR or LF: the line is exactly "GET SP target SP HTTP/1.1", what simple_target asks) without

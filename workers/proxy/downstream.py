@@ -44,8 +44,8 @@ _ERROR_TEXT = {
 
 class DownstreamProtocol(asyncio.Protocol):
     __slots__ = ("_in_run", "_paused", "backlog", "body_start", "closing", "conn", "created", "ctx", "deadline",
-                 "error", "exchange", "fwd_block", "idle", "peer", "peer_bytes", "requests", "tls", "transport",
-                 "trusted", "tunnel")
+                 "error", "exchange", "fwd_block", "idle", "middle", "middle_fields", "middle_host", "peer",
+                 "peer_bytes", "requests", "tls", "transport", "trusted", "tunnel")
 
     def __init__(self, ctx: WorkerContext, tls: bool = False) -> None:
         self.ctx = ctx
@@ -68,6 +68,11 @@ class DownstreamProtocol(asyncio.Protocol):
         self.created = 0.0
         self.body_start = 0.0
         self.fwd_block = b""
+        # the middle of this connection's plain upstream heads (headers.plain_request_middle), for the field
+        # lines and Host value it was built from (the same objects while the client repeats its field lines)
+        self.middle = b""
+        self.middle_fields = b""
+        self.middle_host = b""
 
     # --- asyncio callbacks ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

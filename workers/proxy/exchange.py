@@ -30,6 +30,7 @@ from workers.http1.headers import (
     build_local_response,
     build_upstream_request,
     chunk,
+    plain_request_middle,
     response_framing,
 )
 from workers.http1.request_head import RequestHead
@@ -95,7 +96,9 @@ class Exchange:
         self.upstream = -1
         self.upstream_name = ""
         self.route_ingress = ""
-        self.request_id = head.forwarded.get(b"x-request-id") or ctx.request_id()
+        # a plain head has no X-Request-ID (simple.py sends those down the full path)
+        self.request_id = (ctx.request_id() if head.raw_fields
+                           else head.forwarded.get(b"x-request-id") or ctx.request_id())
         self.upgrade_tail: bytes | None = None
         self._task: asyncio.Task[None] | None = None
         self.endpoints: tuple[Endpoint, ...] = ()
@@ -136,9 +139,19 @@ class Exchange:
             # an ExternalName Service: its DNS name, resolved when connecting (getaddrinfo off the loop)
             self.endpoints = ((entry.external_name, entry.port),)
         down = self.down
-        self.request_bytes = build_upstream_request(
-            head, down.peer_bytes, b"https" if down.tls else b"http",
-            self.ctx.https_port if down.tls else self.ctx.http_port, self.request_id, down.trusted, down.fwd_block)
+        fields = head.raw_fields
+        if fields:  # hot path: a plain GET (build_upstream_request's plain path, its middle kept per connection)
+            middle = down.middle
+            if fields is not down.middle_fields or head.host_header is not down.middle_host:
+                middle = down.middle = plain_request_middle(fields, down.fwd_block, head.host_header)
+                down.middle_fields = fields
+                down.middle_host = head.host_header
+            self.request_bytes = b"".join((b"GET ", head.path, head.query, b" HTTP/1.1\r\n", middle, self.request_id,
+                                           b"\r\n\r\n"))
+        else:
+            self.request_bytes = build_upstream_request(
+                head, down.peer_bytes, b"https" if down.tls else b"http",
+                self.ctx.https_port if down.tls else self.ctx.http_port, self.request_id, down.trusted, down.fwd_block)
         self.connect()
 
     def redirect_https(self) -> None:

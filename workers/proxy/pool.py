@@ -115,7 +115,7 @@ class UpstreamPools:
 
     def release(self, conn: UpstreamProtocol, now: float) -> None:
         """Return a reusable connection to its endpoint's idle list (or close it when the list is full)."""
-        st = self.states.get(conn.endpoint) or self.state(conn.endpoint)
+        st = conn.pool_state  # EndpointStates are never replaced: the one the connection was made with
         if len(st.idle) >= self.keepalive_max or conn.closed:
             conn.close()
             return

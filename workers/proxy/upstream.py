@@ -18,12 +18,13 @@ if TYPE_CHECKING:
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    __slots__ = ("closed", "conn", "endpoint", "exchange", "idle_since", "pools", "transport", "tunnel")
+    __slots__ = ("closed", "conn", "endpoint", "exchange", "idle_since", "pool_state", "pools", "transport", "tunnel")
 
     def __init__(self, endpoint: Endpoint, pools: UpstreamPools, limits: Limits, heads: PlainHeads | None = None
                  ) -> None:
         self.endpoint = endpoint
         self.pools = pools
+        self.pool_state = pools.state(endpoint)  # its endpoint's idle list: release() needs no lookup
         self.conn = ClientConn(limits, heads)
         self.exchange: Exchange | None = None
         self.transport: asyncio.Transport | None = None

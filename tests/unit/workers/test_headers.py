@@ -22,6 +22,8 @@ from workers.http1.headers import (
     build_local_response,
     build_upstream_request,
     chunk,
+    forwarded_block,
+    plain_request_middle,
     response_framing,
 )
 from workers.http1.limits import Limits
@@ -84,6 +86,22 @@ def values(request: Message, name: bytes) -> list[bytes]:
 
 
 # --- build_upstream_request ----------------------------------------------------------------------------------
+
+@given(st.sampled_from([b"/", b"/a/b?x=1&y=2", b"/~user/x", b"/q?"]),
+       st.lists(st.sampled_from([b"Accept: */*", b"User-Agent: wrk", b"Cookie: a=b", b"X-One: 1"]), max_size=3),
+       st.sampled_from([b"a.example", b"A.Example:8443", b"b"]), st.sampled_from([b"http", b"https"]))
+def test_a_plain_request_from_its_kept_middle_is_the_same_bytes(target: bytes, fields: list[bytes], host: bytes,
+                                                                  scheme: bytes) -> None:
+    """Exchange.start's plain path (the middle of the head built once per connection) sends exactly what
+    build_upstream_request sends for the same plain head."""
+    data = b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target, host, b"".join(f + b"\r\n" for f in fields))
+    head = ServerConn(Limits()).feed_simple(data)
+    assert head is not None and head.raw_fields
+    block = forwarded_block(PEER, scheme, b"8443")
+    middle = plain_request_middle(head.raw_fields, block, head.host_header)
+    kept = b"".join((b"GET ", head.path, head.query, b" HTTP/1.1\r\n", middle, RID, b"\r\n\r\n"))
+    assert kept == build_upstream_request(head, PEER, scheme, b"8443", RID, False, block)
+
 
 def test_request_line_host_and_end_to_end_fields_in_order() -> None:
     head = request_head(b"GET /a/./b/%7euser/../c?x=1&y=%2F HTTP/1.1\r\nX-One: 1\r\nHost: Example.COM:8443\r\n"
