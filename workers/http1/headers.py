@@ -39,7 +39,7 @@ def forwarded_block(peer: bytes, scheme: bytes, port: bytes) -> bytes:
 def plain_request_middle(raw_fields: bytes, block: bytes, host_header: bytes) -> bytes:
     """What a plain request's upstream head carries between its request line and its X-Request-ID value:
     build_upstream_request's plain path in two parts, so that a connection whose client repeats its field
-    lines builds this part once (DownstreamProtocol.plain_middle)."""
+    lines builds this part once (`DownstreamProtocol.middle`, in Exchange.start)."""
     return b"".join((raw_fields, block, b"X-Forwarded-Host: ", host_header, b"\r\nX-Request-ID: "))
 
 
