@@ -37,10 +37,15 @@ def forwarded_block(peer: bytes, scheme: bytes, port: bytes) -> bytes:
 
 
 def plain_request_middle(raw_fields: bytes, block: bytes, host_header: bytes) -> bytes:
-    """What a plain request's upstream head carries between its request line and its X-Request-ID value:
-    build_upstream_request's plain path in two parts, so that a connection whose client repeats its field
-    lines builds this part once (`DownstreamProtocol.middle`, in Exchange.start)."""
+    """What a plain request's upstream head carries between its request line and its X-Request-ID value: the
+    field lines as received, the connection's forwarded block, X-Forwarded-Host. A connection whose client
+    repeats its field lines builds it once (`DownstreamProtocol.middle`, in Exchange.start)."""
     return b"".join((raw_fields, block, b"X-Forwarded-Host: ", host_header, b"\r\nX-Request-ID: "))
+
+
+def plain_upstream_request(head: RequestHead, middle: bytes, request_id: bytes) -> bytes:
+    """The upstream head of a plain GET (simple.py): its request line, `middle` (plain_request_middle), its id."""
+    return b"".join((b"GET ", head.path, head.query, b" HTTP/1.1\r\n", middle, request_id, b"\r\n\r\n"))
 
 
 def build_upstream_request(head: RequestHead, peer: bytes, scheme: bytes, port: bytes, request_id: bytes,
@@ -49,10 +54,9 @@ def build_upstream_request(head: RequestHead, peer: bytes, scheme: bytes, port: 
 
     `block` is forwarded_block(peer, scheme, port), passed by callers that keep it per connection.
     """
-    if head.raw_fields:  # hot path: a plain request (no forwarded fields, no framing, no hop-by-hop fields)
-        return b"".join((head.method, b" ", head.path, head.query, b" HTTP/1.1\r\n", head.raw_fields,
-                         block or forwarded_block(peer, scheme, port), b"X-Forwarded-Host: ", head.host_header,
-                         b"\r\nX-Request-ID: ", request_id, b"\r\n\r\n"))
+    if head.raw_fields:  # a plain GET (no forwarded fields, no framing, no hop-by-hop fields)
+        middle = plain_request_middle(head.raw_fields, block or forwarded_block(peer, scheme, port), head.host_header)
+        return plain_upstream_request(head, middle, request_id)
     fwd = head.forwarded
     parts = [head.method, b" ", head.path, head.query, b" HTTP/1.1\r\nHost: ", head.host_header, CRLF]
     drop = head.connection_tokens

@@ -31,6 +31,7 @@ from workers.http1.headers import (
     build_upstream_request,
     chunk,
     plain_request_middle,
+    plain_upstream_request,
     response_framing,
 )
 from workers.http1.request_head import RequestHead
@@ -140,14 +141,13 @@ class Exchange:
             self.endpoints = ((entry.external_name, entry.port),)
         down = self.down
         fields = head.raw_fields
-        if fields:  # hot path: a plain GET (build_upstream_request's plain path, its middle kept per connection)
+        if fields:  # hot path: a plain GET, the middle of its upstream head kept per connection
             middle = down.middle
             if fields is not down.middle_fields or head.host_header is not down.middle_host:
                 middle = down.middle = plain_request_middle(fields, down.fwd_block, head.host_header)
                 down.middle_fields = fields
                 down.middle_host = head.host_header
-            self.request_bytes = b"".join((b"GET ", head.path, head.query, b" HTTP/1.1\r\n", middle, self.request_id,
-                                           b"\r\n\r\n"))
+            self.request_bytes = plain_upstream_request(head, middle, self.request_id)
         else:
             self.request_bytes = build_upstream_request(
                 head, down.peer_bytes, b"https" if down.tls else b"http",
